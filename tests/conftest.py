@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny random Llama (with the embedded model's tokenizer) for unit tests, the real
+embedded SmolLM2 for integration tests, and an isolated registry home per test."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Keep the converted embedded model between local runs; a clean CI clone converts it once.
+os.environ.setdefault("TEAMTR_CACHE", str(REPO / ".cache" / "teamtr"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def embedded_base():
+    """The real embedded SmolLM2-135M-Instruct, resolved through the path users get."""
+    from teamtr_adapters.runtime.base import resolve_base
+
+    return resolve_base("embedded")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory, embedded_base) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) saved as a safetensors dir with SmolLM2's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    for f in embedded_base.path.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, out / f.name)
+    (out / "teamtr_base.json").write_text(json.dumps({"name": "tiny-llama"}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_base_dir):
+    from teamtr_adapters.runtime.base import resolve_base
+
+    return resolve_base(str(tiny_base_dir))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty registry home ($TEAMTR_HOME) for one test."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("TEAMTR_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: `cli("team", "list", "--json")` -> (exit code, stdout, stderr)."""
+    from teamtr_adapters.cli.app import run
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
