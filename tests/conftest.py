@@ -70,3 +70,44 @@ def cli(capsys):
         return code, out.out, out.err
 
     return invoke
+
+
+TINY_SPEC = """
+name = "tiny-duo"
+base = "{base}"
+[task]
+name = "arithmetic"
+[lora]
+rank = 4
+alpha = 8
+target_modules = ["q_proj", "v_proj"]
+[trust_region]
+group_size = 2
+prompts_per_update = 2
+[[roles]]
+name = "solver"
+system_prompt = "Solve the problem."
+max_new_tokens = 6
+[[roles]]
+name = "critic"
+system_prompt = "Check the answer."
+max_new_tokens = 6
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_base_dir):
+    """A two-role team spec (solver, critic) over the tiny base."""
+    from teamtr_adapters.spec import parse_spec
+
+    return parse_spec(TINY_SPEC.format(base=tiny_base_dir))
+
+
+@pytest.fixture
+def tiny_team(home, tiny_spec, tiny_base):
+    """A registry at `home` holding team `tiny-duo` (fresh v1 per role)."""
+    from teamtr_adapters.registry import Registry
+
+    reg = Registry()
+    reg.init_team(tiny_spec, tiny_base)
+    return reg

@@ -299,7 +299,10 @@ class Registry:
         if not path.is_file():
             known = ", ".join(self.list_teams()) or "none; create one with `team init`"
             raise NotFoundError(f"no team {team!r} (teams: {known})")
-        return fsutil.read_json(path)
+        manifest = fsutil.read_json(path)
+        order = manifest.get("order") or sorted(manifest["roles"])
+        manifest["roles"] = {r: manifest["roles"][r] for r in order}
+        return manifest
 
     def team_spec(self, team: str) -> TeamSpec:
         self.manifest(team)
@@ -319,7 +322,7 @@ class Registry:
                 raise InputError(f"pins must cover exactly the roles {spec.role_names}")
             roles = {role: self._pin(pins[role]) for role in spec.role_names}
             manifest = {"team": spec.name, "revision": 1, "spec_hash": spec.spec_hash(), "base": base,
-                        "base_ref": spec.base, "roles": roles, "updated": now()}
+                        "base_ref": spec.base, "roles": roles, "order": spec.role_names, "updated": now()}
             tdir.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_text(tdir / "spec.toml", spec.to_toml())
             fsutil.atomic_write_json(tdir / "manifest.json", manifest)

@@ -1,6 +1,7 @@
 """Fresh LoRA adapters for a base model, written as plain PEFT adapter dirs."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..spec import LoraSpec
@@ -23,17 +24,19 @@ def init_adapters(base: BaseRef, lora: LoraSpec, seeds: dict[str, int], out_root
     model, _ = load_base_model(base, dtype="float32")
     cfg = lora_config(lora, base.name)
     peft_model = None
-    for name, seed in seeds.items():
-        torch.manual_seed(seed)
-        if peft_model is None:
-            peft_model = get_peft_model(model, cfg, adapter_name=name)
-        else:
-            peft_model.add_adapter(name, cfg)
-        peft_model.peft_config[name].base_model_name_or_path = base.name  # peft rewrites it to the local path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft notes that it rewrote base_model_name_or_path; we set it back
+        for name, seed in seeds.items():
+            torch.manual_seed(seed)
+            if peft_model is None:
+                peft_model = get_peft_model(model, cfg, adapter_name=name)
+            else:
+                peft_model.add_adapter(name, cfg)
+            peft_model.peft_config[name].base_model_name_or_path = base.name
     out = {}
     for name in seeds:
         target = out_root / name
-        peft_model.save_pretrained(str(target), selected_adapters=[name])
+        peft_model.save_pretrained(str(target), selected_adapters=[name], save_embedding_layers=False)
         nested = target / name  # peft nests every adapter not named `default`
         if nested.is_dir():
             for f in nested.iterdir():
