@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import TeamTRError
 from .render import err_console
@@ -29,7 +30,7 @@ def run(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False, prog_name="teamtr-adapters")
         return code if isinstance(code, int) else 0
     except TeamTRError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return e.exit_code
     except click.ClickException as e:
         e.show()

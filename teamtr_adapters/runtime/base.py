@@ -158,6 +158,7 @@ def _convert_gguf(gguf: Path, out: Path, dtype: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # GGUF dequantises fastest in float32; cast afterwards.
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -200,10 +201,19 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def quiet_transformers() -> None:
+    """No per-tensor progress bars or advisory warnings from transformers on every load."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def load_base_model(base: BaseRef, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
     """Load (model, tokenizer) from a resolved base, frozen, in eval mode, with the lm_head speed fix."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     tok = AutoTokenizer.from_pretrained(base.path)
     tok.padding_side = "left"
     if tok.pad_token is None:
