@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export TEAMTR_HOME ?= $(CURDIR)/.demo-home
 
 .PHONY: setup demo test clean
 
@@ -17,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	TEAMTR=$(VENV)/bin/teamtr-adapters bash scripts/demo.sh
+	TEAMTR=$(VENV)/bin/teamtr-adapters TEAMTR_HOME=$(CURDIR)/.demo-home bash scripts/demo.sh
 
 test: setup
 	$(PY) -m pytest -q
