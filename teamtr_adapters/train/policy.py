@@ -1,0 +1,198 @@
+"""The trained agent inside the TeamModel: loss rows from its turns, and its working copy, a trainable
+LoRA adapter initialised from the pre-update version, with forward/backward passes that measure the
+exact token KL to that version on the same states.
+
+The pre-update version stays loaded, frozen, as the KL reference and the surrogate's old policy
+(never the bare base). Only the working copy's LoRA matrices require grad; peft's `set_adapter` would
+silently change that, so the trainable set is set and asserted explicitly on every pass.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import TrainingAborted
+from ..runtime.records import Episode
+from .losses import (LossConfig, gather_logp, kl_estimators, log_softmax_t, masked_quantile, surrogate_gain,
+                     update_loss)
+
+WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
+
+
+@dataclass
+class LossRows:
+    """One row per message of the trained agent: the exact context it read, its message, and the
+    advantage of the episode the message belongs to."""
+
+    prompts: list[list[int]] = field(default_factory=list)
+    completions: list[list[int]] = field(default_factory=list)
+    adv: list[float] = field(default_factory=list)
+    episode: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(c) for c in self.completions)
+
+    def batches(self, size: int) -> Iterator[slice]:
+        for s in range(0, len(self), size):
+            yield slice(s, s + size)
+
+
+def agent_rows(episodes: list[Episode], role: str, adv: list[float]) -> LossRows:
+    """The loss rows of `role`: its messages in `episodes`, each with its episode's advantage `adv[e]`.
+    Other agents' messages appear only inside the contexts, never as targets."""
+    rows = LossRows()
+    for e, ep in enumerate(episodes):
+        for turn in ep.turns:
+            if turn.role == role and turn.message_ids:
+                rows.prompts.append(turn.prompt_ids)
+                rows.completions.append(turn.message_ids)
+                rows.adv.append(float(adv[e]))
+                rows.episode.append(e)
+    return rows
+
+
+@dataclass
+class Measurement:
+    """What one pass over the rows measured for the parameters in place."""
+
+    d_mean: float
+    d_p99: float
+    k1: float
+    k3: float
+    gain: float  # surrogate(new) - surrogate(old)
+    gain_se: float
+    loss: float
+    adv_max: float
+
+
+def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-align 1-D tensors into [B, C] with a mask."""
+    width = max((r.numel() for r in rows), default=0)
+    out = torch.zeros(len(rows), width)
+    mask = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, :r.numel()] = r
+        mask[i, :r.numel()] = 1
+    return out, mask
+
+
+def adapter_param_names(model: Any, name: str) -> set[str]:
+    """The parameter names of adapter `name`'s LoRA matrices (and nothing else)."""
+    pat = re.compile(rf"\.lora_(A|B)\.{re.escape(name)}\.weight$")
+    return {n for n, _ in model.named_parameters() if pat.search(n)}
+
+
+class WorkingCopy:
+    """A trainable copy of `parent` (a loaded version id) in TeamModel `tm`, under the key `key`."""
+
+    def __init__(self, tm: Any, parent: str, parent_path: Path, key: str, cfg: LossConfig,
+                 micro_batch: int = 8) -> None:
+        self.tm, self.parent, self.parent_path, self.key = tm, parent, Path(parent_path), key
+        self.cfg, self.micro_batch = cfg, micro_batch
+        tm.ensure_adapter(parent, parent_path)
+        tm.ensure_adapter(key, parent_path)
+        self.name = tm.adapter_name(key)
+        self.expected = adapter_param_names(tm.peft, self.name)
+        by_name = dict(tm.peft.named_parameters())
+        for n, p in by_name.items():
+            p.requires_grad_(n in self.expected)
+        self.params = [by_name[n] for n in sorted(self.expected)]
+        self.assert_trainable()
+
+    def assert_trainable(self) -> None:
+        """Fail loudly unless exactly this agent's LoRA weights require grad."""
+        trainable = {n for n, p in self.tm.peft.named_parameters() if p.requires_grad}
+        if not self.expected or trainable != self.expected:
+            extra, missing = sorted(trainable - self.expected), sorted(self.expected - trainable)
+            raise RuntimeError(f"trainable set is not the trained agent's LoRA: extra {extra[:3]}, missing {missing[:3]}")
+
+    def close(self) -> None:
+        """Drop the working copy from the model (the frozen versions stay loaded)."""
+        for p in self.params:
+            p.requires_grad_(False)
+        self.tm.unload_adapter(self.key)
+
+    def save(self, out_dir: Path) -> Path:
+        """Write the working copy as a plain PEFT adapter dir (the parent's config, the new weights)."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self.tm.peft, adapter_name=self.name)
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / WEIGHTS),
+                  metadata={"format": "pt"})
+        (out_dir / CONFIG).write_bytes((self.parent_path / CONFIG).read_bytes())
+        return out_dir
+
+    def _logits(self, rows: LossRows, sl: slice, version: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.tm.completion_logits(rows.prompts[sl], rows.completions[sl], version)
+
+    def run_pass(self, rows: LossRows, ref_cache: list[torch.Tensor | None] | None, beta: float, *,
+                 backward: bool) -> Measurement:
+        """One pass over `rows` with the parameters in place: loss (and gradients when `backward`),
+        exact D_tok to the parent on the same states, k1/k3 and the surrogate gain.
+
+        `ref_cache` holds the parent's full-vocabulary log-probs per micro-batch; an empty slot is filled
+        from the parent version's forward, or, when `ref_cache` is a fresh list and the working copy
+        still equals the parent (the first pass of an update), from this very forward.
+        A non-finite loss zeroes the gradients and raises `TrainingAborted`.
+        """
+        self.assert_trainable()
+        n_tok, n_rows = rows.n_tokens, len(rows)
+        kls, new_rows, old_rows, loss_sum = [], [], [], 0.0
+        adv = torch.tensor(rows.adv, dtype=torch.float32, device=self.tm.device)
+        for i, sl in enumerate(rows.batches(self.micro_batch)):
+            with torch.set_grad_enabled(backward):
+                logits, targets, mask = self._logits(rows, sl, self.key)
+                ref = ref_cache[i] if ref_cache is not None and i < len(ref_cache) else None
+                if ref is None:
+                    if ref_cache is not None:  # first pass: the working copy is the parent
+                        ref = log_softmax_t(logits.detach(), self.cfg.temperature)
+                    else:
+                        with torch.no_grad():
+                            ref = log_softmax_t(self._logits(rows, sl, self.parent)[0], self.cfg.temperature)
+                    if ref_cache is not None:
+                        ref_cache.append(ref)
+                loss, kl, new_logp = update_loss(logits, targets, ref, adv[sl], mask, self.cfg, beta, n_tok, n_rows)
+            if not math.isfinite(float(loss.detach())):
+                for p in self.params:
+                    p.grad = None
+                raise TrainingAborted(f"non-finite loss ({float(loss.detach())}) in an update of {self.key}; "
+                                      "nothing was written")
+            if backward:
+                loss.backward()
+            loss_sum += float(loss.detach())
+            old_logp = gather_logp(ref, targets)
+            for r in range(mask.shape[0]):
+                m = mask[r]
+                kls.append(kl[r][m].float().cpu())
+                new_rows.append(new_logp[r][m].float().cpu())
+                old_rows.append(old_logp[r][m].float().cpu())
+        return self._measure(kls, new_rows, old_rows, rows.adv, loss_sum)
+
+    def _measure(self, kls: list[torch.Tensor], new_rows: list[torch.Tensor], old_rows: list[torch.Tensor],
+                 adv: list[float], loss: float) -> Measurement:
+        kl_all = torch.cat(kls) if kls else torch.zeros(0)
+        new, mask = pad_rows(new_rows)
+        old, _ = pad_rows(old_rows)
+        a = torch.tensor(adv, dtype=torch.float32)
+        gain, se = surrogate_gain(new, old, a, mask, clip_eps=self.cfg.clip_eps, mode=self.cfg.ratio,
+                                  log_clamp=self.cfg.log_clamp)
+        est = kl_estimators(old, new, mask)
+        return Measurement(d_mean=float(kl_all.double().mean()) if kl_all.numel() else 0.0,
+                           d_p99=masked_quantile(kl_all, torch.ones_like(kl_all), 0.99), k1=est["k1"],
+                           k3=est["k3"], gain=gain, gain_se=se, loss=loss,
+                           adv_max=float(a.abs().max()) if a.numel() else 0.0)
+
+    def measure(self, rows: LossRows, beta: float = 0.0) -> Measurement:
+        """Score the parameters in place against the parent on other states (no gradients)."""
+        return self.run_pass(rows, None, beta, backward=False)
