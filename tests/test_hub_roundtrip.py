@@ -1,0 +1,188 @@
+"""Hub bundles through the real `huggingface_hub` client against the loopback Hub server: push, pull into
+a fresh registry, incremental pushes, role pulls, offline pulls, and plain PEFT loading from the repo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub_fixtures import TOKEN, hub, point_client_at  # noqa: F401  (fixture)
+
+REPO = "org/tiny-duo"
+
+
+def push(cli, *args: str) -> dict:
+    code, out, err = cli("hub", "push", "tiny-duo", REPO, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def fresh_home(tmp_path: Path, monkeypatch, name: str):
+    from teamtr_adapters.registry import Registry
+
+    monkeypatch.setenv("TEAMTR_HOME", str(tmp_path / name))
+    return Registry()
+
+
+def retrain(reg, role: str, scale: float = 0.5) -> str:
+    """A new version of `role` with changed LoRA B weights (a stand-in for a training update), pinned."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    pin = reg.manifest("tiny-duo")["roles"][role]
+    src = reg.version_path(pin["id"])
+    out = reg.home / "work" / role
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v + scale).astype(v.dtype) if "lora_B" in k else v for k, v in load_file(src / "adapter_model.safetensors").items()}
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_bytes((src / "adapter_config.json").read_bytes())
+    info = reg.add_version(pin["lineage"], out, made_by="train", base=reg.manifest("tiny-duo")["base"],
+                           parent=pin["id"], metrics={"reward": 0.5})
+    reg.update_pins("tiny-duo", {role: info.id}, {"event": "train", "role": role})
+    assert not np.array_equal(tensors[next(k for k in tensors if "lora_B" in k)], 0)
+    return info.id
+
+
+def version_bytes(reg, vid: str) -> dict[str, bytes]:
+    d = reg.version_path(vid)
+    return {f: (d / f).read_bytes() for f in ("adapter_model.safetensors", "adapter_config.json")}
+
+
+def test_push_then_pull_into_fresh_home_is_bitwise_identical(hub, tiny_team, tmp_path, monkeypatch, cli):
+    src = tiny_team
+    result = push(cli)
+    files = hub.state.files(REPO)
+    assert sorted(files) == [".gitattributes", "README.md", "adapters/critic/adapter_config.json",
+                             "adapters/critic/adapter_model.safetensors", "adapters/solver/adapter_config.json",
+                             "adapters/solver/adapter_model.safetensors", "manifest.json", "team.toml"]
+    assert result["uploaded"] == sorted(set(files) - {".gitattributes"}) and result["tag"] == "tiny-duo-r1"
+    assert hub.state.refs(REPO)["tags"] == {"tiny-duo-r1": result["commit"]}
+    assert hub.commit_log[-1]["parent"] is not None  # the commit was made against the parent it expected
+    card = files["README.md"].decode()
+    assert card.startswith("---\nlibrary_name: peft\n") and "| solver | `tiny-duo.solver:v1` |" in card
+
+    dst = fresh_home(tmp_path, monkeypatch, "home-b")
+    code, out, err = cli("hub", "pull", REPO, "--json")
+    assert code == 0, err
+    pulled = json.loads(out)
+    assert pulled["created"] and pulled["commit"] == result["commit"] and pulled["team"] == "tiny-duo"
+    a, b = src.manifest("tiny-duo"), dst.manifest("tiny-duo")
+    assert {k: b[k] for k in ("team", "spec_hash", "base", "base_ref", "order")} == \
+           {k: a[k] for k in ("team", "spec_hash", "base", "base_ref", "order")}
+    assert dst.pins("tiny-duo") == src.pins("tiny-duo")
+    for role, vid in src.pins("tiny-duo").items():
+        assert version_bytes(dst, vid) == version_bytes(src, vid)
+        meta = dst.version(vid).meta
+        assert (meta["made_by"], meta["repo"], meta["commit"], meta["remote"]["name"]) == \
+               ("pull", REPO, result["commit"], "v1")
+    assert dst.team_spec("tiny-duo") == src.team_spec("tiny-duo")
+    snapshot = Path(os.environ["HF_HUB_CACHE"]) / "models--org--tiny-duo" / "snapshots" / result["commit"]
+    assert (snapshot / "manifest.json").read_bytes() == files["manifest.json"]
+    events = dst.history("tiny-duo")
+    assert events[-1]["event"] == "pull" and events[-1]["commit"] == result["commit"]
+    assert dst.verify()["ok"]
+    seen = out + err + (src.home / "history.jsonl").read_text() + (dst.home / "history.jsonl").read_text()
+    assert TOKEN not in seen
+
+
+def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, monkeypatch, cli):
+    first = push(cli)
+    solver_v1 = tiny_team.pins("tiny-duo")["solver"]
+    new_critic = retrain(tiny_team, "critic")
+    second = push(cli)
+    assert second["uploaded"] == ["README.md", "adapters/critic/adapter_model.safetensors", "manifest.json"]
+    assert hub.commit_log[-1]["added"] == second["uploaded"] and hub.commit_log[-1]["parent"] == first["commit"]
+    assert second["unchanged"] == 4 and second["tag"] == "tiny-duo-r2"
+    manifest = json.loads(hub.state.files(REPO)["manifest.json"])
+    chain = manifest["roles"]["critic"]["lineage_chain"]
+    assert manifest["roles"]["critic"]["id"] == new_critic
+    assert [(c["name"], c["made_by"]) for c in chain] == [("v1", "init")]
+
+    again = push(cli)  # nothing changed: no commit, the tag already points here
+    assert again["uploaded"] == [] and again["commit"] == second["commit"] and len(hub.commit_log) == 2
+
+    dst = fresh_home(tmp_path, monkeypatch, "home-b")
+    assert cli("hub", "pull", f"{REPO}@tiny-duo-r1")[0] == 0
+    assert dst.pins("tiny-duo")["critic"] != new_critic
+    code, out, err = cli("hub", "pull", REPO, "--json")
+    assert code == 0, err
+    assert json.loads(out)["created"] is False and dst.manifest("tiny-duo")["revision"] == 2
+    assert dst.pins("tiny-duo") == {"solver": solver_v1, "critic": new_critic}
+    critic = dst.version(new_critic).meta
+    assert critic["parent"] == first_critic_id(manifest) and critic["lineage_chain"] == chain
+    assert critic["metrics"] == {"reward": 0.5} and critic["remote"]["made_by"] == "train"
+
+
+def first_critic_id(manifest: dict) -> str:
+    return manifest["roles"]["critic"]["lineage_chain"][0]["id"]
+
+
+def test_role_pull_downloads_only_that_role(hub, tiny_team, tmp_path, monkeypatch, cli):
+    from teamtr_adapters.registry.hub import pull_role
+
+    push(cli)
+    dst = fresh_home(tmp_path, monkeypatch, "home-b")
+    hub.requests.clear()
+    code, out, err = cli("hub", "pull", REPO, "--role", "critic", "--as", "mine", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["ref"] == "mine.critic:v1" and data["id"] == tiny_team.pins("tiny-duo")["critic"]
+    fetched = [p for m, p in hub.requests if "/resolve/" in p and m == "GET"]
+    assert fetched and not any("adapters/solver" in p for p in fetched)
+    assert dst.list_teams() == [] and dst.lineages() == ["mine.critic"]
+
+    info = pull_role(dst, "hf://org/tiny-duo@tiny-duo-r1#solver")
+    assert (info.lineage, info.id, info.meta["made_by"]) == ("tiny-duo.solver", tiny_team.pins("tiny-duo")["solver"], "pull")
+    assert dst.history()[-1]["role"] == "solver"
+
+
+def test_offline_pull_is_served_from_the_cache(hub, tiny_team, tmp_path, monkeypatch, cli):
+    push(cli)
+    fresh_home(tmp_path, monkeypatch, "home-b")
+    assert cli("hub", "pull", REPO)[0] == 0
+    hub.stop()
+    point_client_at(monkeypatch, hub_url := "http://127.0.0.1:9", Path(os.environ["HF_HUB_CACHE"]), offline=True)
+    dst = fresh_home(tmp_path, monkeypatch, "home-c")
+    code, out, err = cli("hub", "pull", REPO, "--json")
+    assert code == 0, err
+    assert dst.pins("tiny-duo") == tiny_team.pins("tiny-duo")
+    code, _, err = cli("hub", "pull", "org/never-pulled")
+    assert code == 2 and "not (completely) in the local Hub cache" in err and hub_url not in err
+
+
+def test_cli_in_a_subprocess_uses_hf_endpoint_and_hf_token(hub, tiny_team, tmp_path, cli):
+    push(cli)
+    env = {**os.environ, "TEAMTR_HOME": str(tmp_path / "home-sub")}
+    proc = subprocess.run([sys.executable, "-m", "teamtr_adapters", "hub", "pull", REPO, "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["roles"]["critic"]["id"] == tiny_team.pins("tiny-duo")["critic"]
+    assert TOKEN not in proc.stdout + proc.stderr
+
+    env["HF_TOKEN"] = "hf_wrong_token_value"
+    proc = subprocess.run([sys.executable, "-m", "teamtr_adapters", "hub", "push", "tiny-duo", REPO],
+                          env={**env, "TEAMTR_HOME": str(tiny_team.home)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "refused access" in proc.stderr and "hf_wrong_token_value" not in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_pulled_role_loads_with_plain_peft_from_the_repo(hub, tiny_team, tiny_base, cli):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    retrain(tiny_team, "critic")
+    push(cli)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base.path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, REPO, subfolder="adapters/critic")
+    expected = load_file(tiny_team.version_path(tiny_team.pins("tiny-duo")["critic"]) / "adapter_model.safetensors")
+    state = model.state_dict()
+    assert expected
+    for key, tensor in expected.items():
+        loaded = state[key.replace(".weight", ".default.weight")]
+        assert torch.equal(loaded, tensor), key
