@@ -1,0 +1,245 @@
+"""`swap`, `rollback`, `team rollback`, `align` and `adapter diff`: thin wrappers over `teamtr_adapters.gate`
+and `teamtr_adapters.train.align`."""
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator, Optional
+
+import typer
+
+from ..errors import GateRefused, InputError
+from ..registry import Registry
+from .registry_cmds import adapter_app, short, team_app, team_base
+from .render import JsonOpt, console, emit, progress, table
+
+TeamOpt = typer.Option(None, "--team", help="The team (default: the only team in the registry).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 where the CPU/GPU has it), float32, bfloat16.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("swap")(swap)
+    app.command("rollback")(rollback)
+    app.command("align")(align)
+    team_app.command("rollback")(team_rollback)
+    adapter_app.command("diff")(adapter_diff)
+
+
+def default_team(reg: Registry, team: str | None) -> str:
+    """`team`, or the registry's only team when none is given."""
+    if team:
+        return team
+    teams = reg.list_teams()
+    if len(teams) != 1:
+        raise InputError("name the team with --team (the registry holds "
+                         + (f"{len(teams)} teams: {', '.join(teams)})" if teams else "no team; create one with `team init`)"))
+    return teams[0]
+
+
+@contextmanager
+def progress_callback() -> Iterator[Any]:
+    """A `(description, done, total)` callback drawing rich progress bars on stderr, started on first use
+    (so that a command failing early prints nothing but its error)."""
+    with ExitStack() as stack:
+        tasks: dict[str, Any] = {}
+        bars: list[Any] = []
+
+        def update(desc: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(progress()))
+            if desc not in tasks:
+                tasks[desc] = bars[0].add_task(desc, total=total)
+            bars[0].update(tasks[desc], completed=done, total=total)
+
+        yield update
+
+
+# -- swap ------------------------------------------------------------------------------------------
+def swap(
+    role: str = typer.Argument(..., help="The role to replace, e.g. solver."),
+    ref: str = typer.Argument(..., help="vN or ALIAS of the role's lineage, LINEAGE:vN, a version id prefix, "
+                                        "a local PEFT adapter dir, or hf://ORG/REPO[@REV][#ROLE]."),
+    team: Optional[str] = TeamOpt,
+    gate: bool = typer.Option(False, "--gate", help="Swap only if the KL-bounded regression gate accepts."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="Largest accepted D_tok (default: the team's trust_region.delta)."),
+    epsilon: float = typer.Option(0.05, "--epsilon", help="Largest accepted drop of the mean score (as a lower confidence bound)."),
+    n: int = typer.Option(16, "--n", help="Held-out prompts in the paired evaluation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of prompts, sampling and bootstrap."),
+    force: bool = typer.Option(False, "--force", help="Swap even if the gate refuses (recorded in history)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check (and gate) only; change nothing."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replace one agent. Exit 0 accepted, 3 refused by the gate, 2 bad input."""
+    from .. import gate as gate_mod
+
+    reg = Registry()
+    team = default_team(reg, team)
+    cfg = None
+    if gate:
+        d = reg.team_spec(team).trust_region.delta if delta is None else delta
+        cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, n=n, seed=seed).check()
+    elif delta is not None:
+        raise InputError("--delta applies to the gate; add --gate")
+    base = team_base(reg, team)
+    with progress_callback() as cb:
+        try:
+            result = gate_mod.swap(reg, team, role, ref, gate=cfg, force=force, dry_run=dry_run, device=device,
+                                   dtype=dtype, base=base, progress=cb)
+        except GateRefused as e:
+            emit(e.report, as_json, render_swap)
+            raise
+    emit(result, as_json, render_swap)
+
+
+def render_swap(r: dict[str, Any]) -> None:
+    rep = r.get("report")
+    if rep:
+        render_report(rep)
+    c = r["compat"]
+    verb = ("would swap" if r["dry_run"] else "swapped") if r["accepted"] or r["forced"] else "refused"
+    console.print(f"{verb} {r['team']}/{r['role']}: {r['incumbent']['ref']} ({short(r['incumbent']['id'])}) -> "
+                  f"{r['candidate']['ref']} ({short(r['candidate']['id'])}); compatible: base "
+                  f"{c['base']['name']} {c['base']['hash']}, r={c['r']}, {c['modules']} modules "
+                  f"({', '.join(c['module_kinds'])})"
+                  + (" [bold red]FORCED past the gate[/]" if r["forced"] else "")
+                  + (f"; team revision {r['revision']}" if r["revision"] else "")
+                  + ("" if r["gated"] else " (ungated)"), highlight=False)
+
+
+def render_report(rep: dict[str, Any]) -> None:
+    cfg = rep["config"]
+    ok = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    regs = rep["regressions"]
+    rows = [
+        ["D_tok(incumbent || candidate)", f"{rep['d_tok']:.5f} over {rep['kl_states']} states (p99 {rep['d_tok_p99']:.4f})",
+         f"<= {cfg['delta']:g}", ok[rep["d_tok"] <= cfg["delta"]]],
+        ["mean score incumbent -> candidate", f"{rep['score_incumbent']:.3f} -> {rep['score_candidate']:.3f}", "", ""],
+        [f"paired diff, {cfg['confidence']:.0%} bootstrap LCB", f"{rep['diff_mean']:+.3f} (LCB {rep['diff_lcb']:+.3f})",
+         f">= {-cfg['epsilon']:g}", ok[rep["diff_lcb"] >= -cfg["epsilon"]]],
+        ["coordination regressions", f"{len(regs)} of {rep['prompts']} prompts"
+         + (f" (#{', #'.join(map(str, regs[:8]))}{', ...' if len(regs) > 8 else ''})" if regs else "")
+         + f"; {rep['improvements']} improved", "", ""],
+    ]
+    title = (f"gate {rep['team']}/{rep['role']}: {rep['incumbent']['ref']} -> {rep['candidate']['ref']} "
+             f"({rep['prompts']} held-out prompts x {cfg['samples']}, seed {cfg['seed']})")
+    console.print(table(title, ["check", "measured", "threshold", "result"], rows))
+    verdict = "[bold green]ACCEPTED[/]" if rep["accepted"] else "[bold red]REFUSED[/]: " + "; ".join(rep["reasons"])
+    console.print(f"decision: {verdict}", highlight=False)
+
+
+# -- rollback --------------------------------------------------------------------------------------
+def rollback(
+    role: str = typer.Argument(..., help="The role whose pin to restore."),
+    team: Optional[str] = TeamOpt,
+    to: Optional[int] = typer.Option(None, "--to", help="Restore the role's pin at this team revision "
+                                                        "(default: undo the role's last change)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Restore a role's earlier version exactly (by content id)."""
+    from ..gate import rollback_role
+
+    reg = Registry()
+    team = default_team(reg, team)
+    before = reg.manifest(team)["roles"][role] if role in reg.manifest(team)["roles"] else None
+    manifest = rollback_role(reg, team, role, to)
+    emit(manifest, as_json, lambda m: console.print(
+        f"{team}/{role}: {before['lineage']}:{before['name']} -> {m['roles'][role]['lineage']}:"
+        f"{m['roles'][role]['name']} ({short(m['roles'][role]['id'])}); team revision {m['revision']}",
+        highlight=False))
+
+
+def team_rollback(team: str = typer.Argument(...), revision: int = typer.Argument(..., help="A revision from `history`."),
+                  as_json: bool = JsonOpt) -> None:
+    """Restore every pin of a team exactly as it was at REVISION."""
+    from ..gate import rollback_team
+
+    reg = Registry()
+    before = reg.manifest(team)["roles"]
+    manifest = rollback_team(reg, team, revision)
+    emit(manifest, as_json, lambda m: console.print(table(
+        f"{team} restored to the pins of revision {revision} (now revision {m['revision']})",
+        ["role", "before", "after", "id"],
+        [[r, f"{before[r]['lineage']}:{before[r]['name']}", f"{p['lineage']}:{p['name']}", short(p["id"])]
+         for r, p in m["roles"].items()])))
+
+
+# -- align -----------------------------------------------------------------------------------------
+def align(
+    role: str = typer.Argument(..., help="The role whose incumbent the candidate is aligned toward."),
+    ref: str = typer.Argument(..., help="The candidate: as in `swap` (a version, LINEAGE:vN, a dir, hf://...)."),
+    team: Optional[str] = TeamOpt,
+    delta0: float = typer.Option(0.01, "--delta0", help="Stop once D_tok(incumbent || aligned) <= delta0."),
+    probes: int = typer.Option(32, "--probes", help="Probe prompts rolled out with the team (one context per role turn)."),
+    steps: int = typer.Option(200, "--steps", help="Optimiser step budget."),
+    lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate on the candidate's LoRA weights."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stage-0 alignment: distil a candidate toward the incumbent; write the result as a new version."""
+    from ..train.align import AlignConfig, align_candidate
+
+    reg = Registry()
+    team = default_team(reg, team)
+    cfg = AlignConfig(delta0=delta0, probes=probes, steps=steps, lr=lr, seed=seed).check()
+    base = team_base(reg, team)
+    with progress_callback() as cb:
+        result = align_candidate(reg, team, role, ref, cfg, base=base, device=device, dtype=dtype, progress=cb)
+    emit(result, as_json, render_align)
+
+
+def render_align(r: dict[str, Any]) -> None:
+    reached = "[green]reached[/]" if r["reached"] else "[red]not reached within the step budget[/]"
+    console.print(table(
+        f"Stage-0 alignment of {r['candidate']['ref']} toward {r['team']}/{r['role']} {r['incumbent']['ref']}",
+        ["", "value"],
+        [["probe contexts", f"{r['contexts']} ({r['states']} token states)"],
+         ["D_tok(incumbent || candidate) before", f"{r['d_tok_before']:.5f}"],
+         ["D_tok(incumbent || aligned) after", f"{r['d_tok_after']:.5f}"],
+         ["delta0", f"{r['config']['delta0']:g} ({reached})"],
+         ["optimiser steps", r["steps"]],
+         ["new version", f"{r['version']['ref']} ({short(r['version']['id'])})"]]))
+    console.print(f"next: teamtr-adapters swap {r['role']} {r['version']['ref']} --team {r['team']} --gate",
+                  highlight=False)
+
+
+# -- adapter diff ----------------------------------------------------------------------------------
+def adapter_diff(
+    a: str = typer.Argument(..., help="A version reference or a local adapter dir."),
+    b: str = typer.Argument(..., help="A version reference or a local adapter dir."),
+    team: Optional[str] = typer.Option(None, "--team", help="Team whose rollouts give the probe contexts "
+                                                            "(default: the team of A's lineage, if any)."),
+    role: Optional[str] = typer.Option(None, "--role", help="Role whose turns are probed (default: A's lineage's role)."),
+    probes: int = typer.Option(8, "--probes", help="Probe prompts for the KL (0: no KL)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Config differences, per-module norm of the weight delta, and D_tok(A || B) on probe contexts."""
+    from ..gate import adapter_diff as diff
+
+    reg = Registry()
+    with progress_callback() as cb:
+        result = diff(reg, a, b, team=team, role=role, probes=probes, seed=seed, device=device, dtype=dtype,
+                      progress=cb)
+    emit(result, as_json, render_diff)
+
+
+def render_diff(r: dict[str, Any]) -> None:
+    cfg_rows = [[k, v["a"], v["b"]] for k, v in r["config_diff"].items()]
+    console.print(table(f"config: {r['a']['ref']} vs {r['b']['ref']}", ["key", "A", "B"], cfg_rows)
+                  if cfg_rows else "configs: identical")
+    console.print(table("per-module weight delta (Frobenius norms of scale * B @ A)",
+                        ["module", "|dW_A|", "|dW_B|", "|dW_A - dW_B|"],
+                        [[m["module"], f"{m['norm_a']:.4g}", f"{m['norm_b']:.4g}", f"{m['norm_diff']:.4g}"]
+                         for m in r["modules"]]))
+    kl = r.get("kl")
+    if kl:
+        console.print(f"D_tok(A || B) = {kl['d_tok']:.5f} over {kl['states']} states at {kl['team']}/{kl['role']}'s "
+                      f"turns ({kl['contexts']} contexts, {kl['probes']} prompts, seed {kl['seed']})", highlight=False)
+    else:
+        console.print(f"D_tok: not measured ({r.get('kl_note', 'no team to probe')})", highlight=False)
