@@ -106,7 +106,16 @@ class WorkingCopy:
         for n, p in by_name.items():
             p.requires_grad_(n in self.expected)
         self.params = [by_name[n] for n in sorted(self.expected)]
+        self.initial = [p.detach().clone() for p in self.params]
         self.assert_trainable()
+
+    def changed(self) -> bool:
+        """Whether the parameters differ (bitwise) from the parent's."""
+        return any(not torch.equal(p.detach(), p0) for p, p0 in zip(self.params, self.initial))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
 
     def assert_trainable(self) -> None:
         """Fail loudly unless exactly this agent's LoRA weights require grad."""
@@ -147,6 +156,7 @@ class WorkingCopy:
         A non-finite loss zeroes the gradients and raises `TrainingAborted`.
         """
         self.assert_trainable()
+        self.zero_grad()
         n_tok, n_rows = rows.n_tokens, len(rows)
         kls, new_rows, old_rows, loss_sum = [], [], [], 0.0
         adv = torch.tensor(rows.adv, dtype=torch.float32, device=self.tm.device)
@@ -164,8 +174,7 @@ class WorkingCopy:
                         ref_cache.append(ref)
                 loss, kl, new_logp = update_loss(logits, targets, ref, adv[sl], mask, self.cfg, beta, n_tok, n_rows)
             if not math.isfinite(float(loss.detach())):
-                for p in self.params:
-                    p.grad = None
+                self.zero_grad()
                 raise TrainingAborted(f"non-finite loss ({float(loss.detach())}) in an update of {self.key}; "
                                       "nothing was written")
             if backward:
@@ -181,14 +190,16 @@ class WorkingCopy:
 
     def _measure(self, kls: list[torch.Tensor], new_rows: list[torch.Tensor], old_rows: list[torch.Tensor],
                  adv: list[float], loss: float) -> Measurement:
-        kl_all = torch.cat(kls) if kls else torch.zeros(0)
+        if not kls:  # the agent did not speak in these rollouts
+            return Measurement(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, loss, 0.0)
+        kl_all = torch.cat(kls)
         new, mask = pad_rows(new_rows)
         old, _ = pad_rows(old_rows)
         a = torch.tensor(adv, dtype=torch.float32)
         gain, se = surrogate_gain(new, old, a, mask, clip_eps=self.cfg.clip_eps, mode=self.cfg.ratio,
                                   log_clamp=self.cfg.log_clamp)
         est = kl_estimators(old, new, mask)
-        return Measurement(d_mean=float(kl_all.double().mean()) if kl_all.numel() else 0.0,
+        return Measurement(d_mean=float(kl_all.double().mean()),
                            d_p99=masked_quantile(kl_all, torch.ones_like(kl_all), 0.99), k1=est["k1"],
                            k3=est["k3"], gain=gain, gain_se=se, loss=loss,
                            adv_max=float(a.abs().max()) if a.numel() else 0.0)

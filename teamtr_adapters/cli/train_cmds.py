@@ -1,0 +1,125 @@
+"""`train` (TeamTR component updates and stages, and the baselines) and `report` (a run's curves)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import InputError
+from ..registry import Registry
+from .render import JsonOpt, console, emit, progress, table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("report")(report)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _render_train(s: dict[str, Any]) -> None:
+    rows = [[r["update"], r["stage"], r["role"], r.get("version_name") or "(unchanged)", _fmt(r["reward_before"]),
+             _fmt(r["reward_after"]), _fmt(r["l_fresh"]), _fmt(r["d_tok_mean"]), _fmt(r["beta"]), r["backtracks"],
+             "yes" if r["out_of_region"] else "", r["tokens"], _fmt(r["wall_s"])] for r in s["records"]]
+    console.print(table(f"run {s['run']} ({s['method']})",
+                        ["#", "stage", "role", "version", "R before", "R after", "L_fresh", "D_tok", "beta",
+                         "backtracks", "out", "tokens", "s"], rows))
+    keys = ["out_of_region_rate", "stale_gap_mean", "tokens", "diag_tokens", "wall_s", "certificate_rank_corr"]
+    console.print("  ".join(f"{k}={_fmt(s.get(k))}" for k in keys), highlight=False)
+    for when in ("eval_before", "eval_after"):
+        if s.get(when):
+            console.print(f"{when}: accuracy {s[when]['accuracy']:.3f} on {s[when]['n']} held-out prompts")
+    console.print(f"diagnostics: {s['run_dir']}/updates.jsonl  (curves: teamtr-adapters report {s['run']})")
+
+
+class _Bars:
+    """Maps the trainer's (phase, done, total) callbacks onto rich progress bars, one per phase."""
+
+    def __init__(self, bars: Any) -> None:
+        self.bars, self.tasks = bars, {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.bars.add_task(phase, total=total)
+        self.bars.update(self.tasks[phase], completed=done, total=total)
+
+
+def train(
+    role: Optional[str] = typer.Argument(None, help="Train this agent only (K component updates)."),
+    team: str = typer.Option(..., "--team", help="The team to train."),
+    updates: int = typer.Option(1, "--updates", help="With ROLE: component updates, each on fresh rollouts."),
+    stages: Optional[int] = typer.Option(None, "--stages", help="Without ROLE: full TeamTR stages."),
+    order: str = typer.Option("speaking", "--order", help="Update order: speaking | random | ROLE,ROLE,..."),
+    method: str = typer.Option("teamtr", "--method",
+                               help="teamtr | stale | stale-is | resample-every-k | joint | single"),
+    resample: str = typer.Option("suffix", "--resample", help="suffix (exact, cheaper) | full"),
+    resample_every: int = typer.Option(2, "--resample-every", help="k of resample-every-k."),
+    steps: int = typer.Option(4, "--steps", help="Optimiser steps per component update."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: the spec's)."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="Trust-region radius on the mean token KL."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Initial KL coefficient."),
+    kl_control: str = typer.Option("adaptive", "--kl-control", help="adaptive | fixed"),
+    hard_check: bool = typer.Option(True, "--hard-check/--no-hard-check",
+                                    help="Roll back steps whose measured D_tok exceeds delta."),
+    ratio: Optional[str] = typer.Option(None, "--ratio", help="token | seq-product | seq-geomean"),
+    group_size: Optional[int] = typer.Option(None, "--group-size", "-G", help="Samples per prompt."),
+    prompts: Optional[int] = typer.Option(None, "--prompts", "-P", help="Prompts per rollout set."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap every role's message."),
+    micro_batch: int = typer.Option(8, "--micro-batch", help="Rows per forward/backward."),
+    seed: int = typer.Option(0, "--seed"),
+    eval_n: int = typer.Option(0, "--eval", help="Score N held-out prompts before and after (0: off)."),
+    diag: bool = typer.Option(True, "--diag/--no-diag",
+                              help="Stale methods: roll out intermediate teams for L_fresh and D_tok (extra tokens)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float32"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train agents with TeamTR: `train ROLE --team T [--updates K]` or `train --team T --stages S`."""
+    from ..train.stage import TrainConfig, Trainer, run_stages
+
+    if role is not None and stages is not None:
+        raise InputError("give either ROLE (with --updates) or --stages, not both")
+    if role is None and stages is None:
+        raise InputError("give a ROLE to train (with --updates K) or --stages S for full stages")
+    if (stages if stages is not None else updates) < 1:
+        raise InputError("--updates and --stages must be >= 1")
+    cfg = TrainConfig(method=method, order=role or order, resample=resample, resample_every=resample_every,
+                      steps=steps, lr=lr, delta=delta, beta0=beta, kl_control=kl_control, hard_check=hard_check,
+                      ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
+                      micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n)
+    reg = Registry()
+    with progress() as bars:
+        trainer = Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars), single_role=role)
+        result = run_stages(trainer, stages if stages is not None else updates)
+    data = {**result.summary, "records": [r.to_dict() for r in result.records]}
+    emit(data, as_json, _render_train)
+
+
+def _render_report(d: dict[str, Any]) -> None:
+    s = d["summary"]
+    console.print(f"run {d['run']}: {s['updates']} updates, {s.get('accepted')} accepted, "
+                  f"out-of-region rate {_fmt(s.get('out_of_region_rate'))}, tokens {s.get('tokens')}, "
+                  f"wall {_fmt(s.get('wall_s'))} s", highlight=False)
+    console.print(f"curves: {d['png']}")
+
+
+def report(
+    run: str = typer.Argument(..., help="A run id (or unique prefix) under $TEAMTR_HOME/runs, or a run dir."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: RUN_DIR/curves.png)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Draw a training run's per-update curves to PNG and print its summary."""
+    from ..train.report import find_run, load_run, plot_run
+
+    run_dir = find_run(run, Registry().home)
+    records, summary = load_run(run_dir)
+    png = plot_run(records, out or run_dir / "curves.png", title=run_dir.name)
+    emit({"run": run_dir.name, "run_dir": str(run_dir), "png": str(png), "summary": summary,
+          "records": [r.to_dict() for r in records]}, as_json, _render_report)
