@@ -10,41 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_fixtures import TOKEN, hub, point_client_at  # noqa: F401  (fixture)
-
-REPO = "org/tiny-duo"
-
-
-def push(cli, *args: str) -> dict:
-    code, out, err = cli("hub", "push", "tiny-duo", REPO, "--json", *args)
-    assert code == 0, err
-    return json.loads(out)
-
-
-def fresh_home(tmp_path: Path, monkeypatch, name: str):
-    from teamtr_adapters.registry import Registry
-
-    monkeypatch.setenv("TEAMTR_HOME", str(tmp_path / name))
-    return Registry()
-
-
-def retrain(reg, role: str, scale: float = 0.5) -> str:
-    """A new version of `role` with changed LoRA B weights (a stand-in for a training update), pinned."""
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    pin = reg.manifest("tiny-duo")["roles"][role]
-    src = reg.version_path(pin["id"])
-    out = reg.home / "work" / role
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v + scale).astype(v.dtype) if "lora_B" in k else v for k, v in load_file(src / "adapter_model.safetensors").items()}
-    save_file(tensors, str(out / "adapter_model.safetensors"))
-    (out / "adapter_config.json").write_bytes((src / "adapter_config.json").read_bytes())
-    info = reg.add_version(pin["lineage"], out, made_by="train", base=reg.manifest("tiny-duo")["base"],
-                           parent=pin["id"], metrics={"reward": 0.5})
-    reg.update_pins("tiny-duo", {role: info.id}, {"event": "train", "role": role})
-    assert not np.array_equal(tensors[next(k for k in tensors if "lora_B" in k)], 0)
-    return info.id
+from hub_fixtures import REPO, TOKEN, fresh_home, hub, point_client_at, push, retrain  # noqa: F401  (fixture)
 
 
 def version_bytes(reg, vid: str) -> dict[str, bytes]:
@@ -91,7 +57,7 @@ def test_push_then_pull_into_fresh_home_is_bitwise_identical(hub, tiny_team, tmp
 
 def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, monkeypatch, cli):
     first = push(cli)
-    solver_v1 = tiny_team.pins("tiny-duo")["solver"]
+    solver_v1, critic_v1 = tiny_team.pins("tiny-duo")["solver"], tiny_team.pins("tiny-duo")["critic"]
     new_critic = retrain(tiny_team, "critic")
     second = push(cli)
     assert second["uploaded"] == ["README.md", "adapters/critic/adapter_model.safetensors", "manifest.json"]
@@ -113,15 +79,25 @@ def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, mon
     assert json.loads(out)["created"] is False and dst.manifest("tiny-duo")["revision"] == 2
     assert dst.pins("tiny-duo") == {"solver": solver_v1, "critic": new_critic}
     critic = dst.version(new_critic).meta
-    assert critic["parent"] == first_critic_id(manifest) and critic["lineage_chain"] == chain
+    assert critic["parent"] == critic_v1 and critic["lineage_chain"] == chain and chain[0]["id"] == critic_v1
     assert critic["metrics"] == {"reward": 0.5} and critic["remote"]["made_by"] == "train"
 
 
-def first_critic_id(manifest: dict) -> str:
-    return manifest["roles"]["critic"]["lineage_chain"][0]["id"]
+def test_private_push_to_a_branch(hub, tiny_team, tmp_path, monkeypatch, cli):
+    result = push(cli, "--revision", "dev", "--tag", "first", "--private")
+    refs = hub.state.refs(REPO)
+    assert refs["branches"]["dev"] == result["commit"] and refs["tags"] == {"first": result["commit"]}
+    assert hub.state.repo(REPO)["private"] and list(hub.state.files(REPO, "main")) == [".gitattributes"]
+    dst = fresh_home(tmp_path, monkeypatch, "home-b")
+    monkeypatch.delenv("HF_TOKEN")
+    code, _, err = cli("hub", "pull", f"{REPO}@dev")
+    assert code == 2 and "private" in err and dst.list_teams() == []
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert cli("hub", "pull", f"{REPO}@first")[0] == 0 and dst.pins("tiny-duo") == tiny_team.pins("tiny-duo")
 
 
 def test_role_pull_downloads_only_that_role(hub, tiny_team, tmp_path, monkeypatch, cli):
+    from teamtr_adapters.errors import NotFoundError
     from teamtr_adapters.registry.hub import pull_role
 
     push(cli)
@@ -138,6 +114,8 @@ def test_role_pull_downloads_only_that_role(hub, tiny_team, tmp_path, monkeypatc
     info = pull_role(dst, "hf://org/tiny-duo@tiny-duo-r1#solver")
     assert (info.lineage, info.id, info.meta["made_by"]) == ("tiny-duo.solver", tiny_team.pins("tiny-duo")["solver"], "pull")
     assert dst.history()[-1]["role"] == "solver"
+    with pytest.raises(NotFoundError, match="name one with #ROLE"):
+        pull_role(dst, "hf://org/tiny-duo")
 
 
 def test_offline_pull_is_served_from_the_cache(hub, tiny_team, tmp_path, monkeypatch, cli):
@@ -179,7 +157,9 @@ def test_pulled_role_loads_with_plain_peft_from_the_repo(hub, tiny_team, tiny_ba
     retrain(tiny_team, "critic")
     push(cli)
     base = AutoModelForCausalLM.from_pretrained(tiny_base.path, dtype=torch.float32)
+    hub.requests.clear()
     model = PeftModel.from_pretrained(base, REPO, subfolder="adapters/critic")
+    assert ("GET", f"/{REPO}/resolve/main/adapters/critic/adapter_model.safetensors") in hub.requests
     expected = load_file(tiny_team.version_path(tiny_team.pins("tiny-duo")["critic"]) / "adapter_model.safetensors")
     state = model.state_dict()
     assert expected

@@ -441,7 +441,7 @@ def local_base(registry: Registry, bundle: RemoteBundle, team: str | None, base:
 
     wanted = bundle.manifest["base"]
     if isinstance(base, BaseRef):
-        ref = base
+        ref, source = base, str(base.path)
     else:
         source = base or (registry.manifest(team)["base_ref"] if team in registry.list_teams() else bundle.spec.base)
         try:
@@ -452,7 +452,7 @@ def local_base(registry: Registry, bundle: RemoteBundle, team: str | None, base:
     if ref.identity["hash"] != wanted["hash"]:
         raise IncompatibleAdapterError(
             f"bundle {bundle.where} was made for base {wanted['name']} ({wanted['hash']}), but your base "
-            f"{ref.name} is {ref.identity['hash']}; refused, nothing imported")
+            f"{ref.name} (from {source!r}) is {ref.identity['hash']}; refused, nothing imported (pass --base)")
     return ref
 
 
@@ -517,8 +517,8 @@ def pull_role(registry: Registry, ref: str, *, role: str | None = None, lineage:
     role = href.role or role
     roles = bundle.manifest["roles"]
     if role not in roles:
-        raise NotFoundError(f"bundle {bundle.where} has no role {role!r} (roles: {', '.join(roles)}); "
-                            "name one with #ROLE")
+        what = f"has no role {role!r}" if role else "holds several roles: name one with #ROLE"
+        raise NotFoundError(f"bundle {bundle.where} {what} (roles: {', '.join(roles)})")
     target = check_lineage(lineage or roles[role]["lineage"])
     base_ref = local_base(registry, bundle, bundle.manifest["team"], base)
     snap = _download_verified(bundle, [role])
