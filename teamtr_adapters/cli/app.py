@@ -24,6 +24,8 @@ from . import gate_cmds  # noqa: E402  (registers swap, rollback, align, team ro
 gate_cmds.register(app)
 from . import hub_cmds  # noqa: E402  (registers hub push/pull)
 hub_cmds.register(app)
+from . import train_cmds  # noqa: E402  (registers train, report)
+train_cmds.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

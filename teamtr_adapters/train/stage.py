@@ -104,6 +104,8 @@ class Rollouts:
     seed: int
     tokens: int
     diagnostic: bool = False
+    wall_s: float = 0.0
+    charged: bool = False  # its tokens and time are booked on the first update that trains on it
 
     @property
     def reward(self) -> float:
@@ -179,6 +181,7 @@ class Trainer:
         `observe`: this rollout's reward is the `reward_after` of the updates committed since the last one."""
         from ..runtime.protocol import rollout
 
+        t0 = time.perf_counter()
         spec, g = self.play_spec(), group_size or self.cfg.group_size
         phase = "diagnostic rollout" if diagnostic else "rollout"
         if prev is not None and changed is not None and self.cfg.resample == "suffix":
@@ -192,7 +195,7 @@ class Trainer:
         starts = from_turns or [0] * len(episodes)
         tokens = sum(len(t.message_ids) for e, k in zip(episodes, starts) for t in e.turns[k:])
         ro = Rollouts(sorted(episodes, key=lambda e: (e.item_index, e.sample)), dict(self.pins), seed, tokens,
-                      diagnostic)
+                      diagnostic, time.perf_counter() - t0)
         if observe and self.pending:
             for rec in self.pending:
                 rec.reward_after = ro.reward
@@ -229,7 +232,9 @@ class Trainer:
                            c.micro_batch)
         rec = UpdateRecord(stage=stage, update=self.n_updates, role=role, method=c.method, ratio=c.ratio,
                            parent=parent, context=_context(data, role), rollout_seed=data.seed, delta=c.delta,
-                           tokens=0 if data.diagnostic else data.tokens, ess=ess)
+                           ess=ess)
+        if not data.charged:  # a rollout set's cost is booked once, on the first update trained on it
+            rec.tokens, rec.wall_s, data.charged = data.tokens, data.wall_s, True
         self.n_updates += 1
         try:
             m = self._optimise(work, rows, role, rec)
@@ -237,7 +242,9 @@ class Trainer:
             rec.beta = self.betas[role].beta
             if fresh is not None:
                 fm = m if fresh is data else work.measure(agent_rows(fresh.episodes, role, self.advantages(fresh)))
-                rec.reward_before, rec.diag_tokens = fresh.reward, fresh.tokens if fresh.diagnostic else 0
+                rec.reward_before = fresh.reward
+                if fresh.diagnostic:
+                    rec.diag_tokens = fresh.tokens
                 rec.l_fresh, rec.l_fresh_se, rec.d_tok_fresh = fm.gain, fm.gain_se, fm.d_mean
                 rec.out_of_region = fm.d_mean > c.delta
                 rec.certificate = certificate(fm.gain, fm.gain_se, fm.d_mean, fm.adv_max)
@@ -249,7 +256,7 @@ class Trainer:
         except BaseException:
             work.close()
             raise
-        rec.wall_s = time.perf_counter() - t0
+        rec.wall_s += time.perf_counter() - t0
         return rec, work
 
     def _optimise(self, work: WorkingCopy, rows: LossRows, role: str, rec: UpdateRecord) -> Measurement:
@@ -288,6 +295,7 @@ class Trainer:
         """Write each changed working copy as a new immutable version, then move the manifest once for
         all of them (one history event), load the new versions and close the working copies. Copies
         whose every step was rejected write nothing."""
+        t0 = time.perf_counter()
         try:
             changes: dict[str, str] = {}
             lineages = {r: p["lineage"] for r, p in self.manifest["roles"].items()}
@@ -314,6 +322,8 @@ class Trainer:
         finally:
             for _, work in updates:
                 work.close()
+        for rec, _ in updates:
+            rec.wall_s += (time.perf_counter() - t0) / len(updates)
         self.pending += [rec for rec, _ in updates]
 
     def _version_config(self, rec: UpdateRecord) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""The TeamTR loop on the tiny model: trainable set, learning (and not learning with the sign flipped),
+the hard trust region, rollout schedules of teamtr vs stale, suffix resampling, lineage and history."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from teamtr_adapters.errors import TrainingAborted
+from teamtr_adapters.train.policy import adapter_param_names
+from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+
+TINY = dict(device="cpu", dtype="float32")
+
+
+def _trainer(reg, **cfg) -> Trainer:
+    base = dict(steps=2, group_size=2, prompts=2, max_new_tokens=4, micro_batch=4, lr=1e-2, delta=0.05)
+    base.update(cfg)
+    return Trainer(reg, "tiny-duo", TrainConfig(**base), **TINY)
+
+
+def _weights(tm, version: str) -> dict[str, torch.Tensor]:
+    name = tm.adapter_name(version)
+    return {n: p.detach().clone() for n, p in tm.peft.named_parameters() if f".{name}." in n}
+
+
+def test_only_the_trained_agents_lora_weights_train(tiny_team):
+    t = _trainer(tiny_team)
+    solver, critic = t.pins["solver"], t.pins["critic"]
+    critic_before = _weights(t.tm, critic)
+    base_before = {n: p.detach().clone() for n, p in t.tm.model.named_parameters() if "lora_" not in n}
+    items = t.task.sample(2, seed=0, split="train")
+    ro = t.rollout(items, seed=1)
+    for e in ro.episodes:  # a reward with spread, so that the gradient is not zero
+        e.reward = float(e.sample == 0)
+    rec, work = t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
+    trainable = {n for n, p in t.tm.peft.named_parameters() if p.requires_grad}
+    assert trainable == adapter_param_names(t.tm.peft, work.name) and len(trainable) == 2 * 2 * 2  # A,B x q,v x 2 layers
+    assert all(f".{work.name}." in n for n in trainable)
+    assert work.changed()
+    t.commit([(rec, work)])
+    assert not any(p.requires_grad for p in t.tm.peft.parameters())  # the working copy is gone
+    assert all(torch.equal(v, _weights(t.tm, critic)[n]) for n, v in critic_before.items())
+    assert all(torch.equal(p, base_before[n]) for n, p in t.tm.model.named_parameters() if n in base_before)
+    assert t.pins["solver"] == rec.version != solver and t.pins["critic"] == critic
+
+
+def _target_prob(t: Trainer, prompt_ids: list[int], target: int) -> float:
+    lp = t.tm.logprobs([prompt_ids], [[target]], t.pins["solver"], temperature=t.loss_cfg.temperature)
+    return math.exp(float(lp[0][0]))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_reward_for_a_target_token_rises_and_not_with_the_sign_flipped(tiny_team, sign):
+    """Synthetic task: reward 1 when the solver's first token is a target token it emits ~1/4 of the time."""
+    t = _trainer(tiny_team, steps=3, group_size=8, prompts=2, lr=3e-2, delta=0.2, beta0=0.01)
+    items = [t.task.sample(1, seed=0, split="train")[0]] * 2  # one prompt: one first-token distribution
+    ro = t.rollout(items, seed=0)
+    prompt = ro.episodes[0].turns[0].prompt_ids
+    firsts = [e.turns[0].message_ids[0] for e in ro.episodes]
+    target = max(set(firsts), key=lambda tok: (firsts.count(tok) < len(firsts), firsts.count(tok)))
+    p0 = _target_prob(t, prompt, target)
+    for k in range(4):
+        ro = t.rollout(items, seed=10 + k)
+        for e in ro.episodes:
+            e.reward = sign * float(e.turns[0].message_ids[0] == target)
+        rec, work = t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
+        assert rec.d_tok_mean <= 0.2
+        t.commit([(rec, work)])
+    p1 = _target_prob(t, prompt, target)
+    if sign > 0:
+        assert p1 > p0 + 0.1, (p0, p1)
+    else:
+        assert p1 < p0, (p0, p1)
+
+
+def test_accepted_updates_stay_in_region_and_match_the_runtime_kl(tiny_team):
+    t = _trainer(tiny_team, steps=4, lr=5e-2, delta=0.02)
+    res = run_stages(t, 1)
+    assert [r.role for r in res.records] == ["solver", "critic"]
+    for r in res.records:
+        assert r.d_tok_mean <= 0.02 and r.d_tok_fresh == r.d_tok_mean  # teamtr trains on fresh states
+        assert r.tokens > 0 and r.reward_after is not None and r.l_fresh is not None and r.beta > 0
+    assert any(r.backtracks for r in res.records) or all(r.d_tok_mean > 0 for r in res.records)
+    summary = res.summary
+    assert summary["updates"] == 2 and summary["out_of_region_rate"] == 0.0
+    assert (res.run_dir / "updates.jsonl").read_text().count("\n") == 2
+
+
+def test_step_forced_out_of_region_is_rolled_back_and_writes_nothing(tiny_team):
+    t = _trainer(tiny_team, steps=1, lr=0.5, delta=1e-9, max_backtracks=1)
+    manifest = tiny_team.manifest("tiny-duo")
+    n_versions = len(tiny_team.list_versions())
+    items = t.task.sample(2, seed=0, split="train")
+    ro = t.rollout(items, seed=1)
+    for e in ro.episodes:
+        e.reward = float(e.sample == 0)
+    rec, work = t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
+    assert (rec.steps, rec.accepted_steps, rec.rejected_steps, rec.backtracks) == (1, 0, 1, 1)
+    assert rec.out_of_region_events == 2 and rec.d_tok_mean == 0.0
+    assert all(torch.equal(p.detach(), p0) for p, p0 in zip(work.params, work.initial))  # bitwise
+    assert rec.beta > t.cfg.beta0  # raised on every excursion
+    t.commit([(rec, work)])
+    assert rec.version is None and len(tiny_team.list_versions()) == n_versions
+    assert tiny_team.manifest("tiny-duo")["revision"] == manifest["revision"]
+
+
+def test_non_finite_loss_aborts_and_writes_nothing(tiny_team):
+    t = _trainer(tiny_team)
+    ro = t.rollout(t.task.sample(2, seed=0, split="train"), seed=1)
+    for e in ro.episodes:
+        e.reward = float("nan")
+    with pytest.raises(TrainingAborted, match="non-finite"):
+        t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
+    assert len(tiny_team.list_versions()) == 2 and tiny_team.manifest("tiny-duo")["revision"] == 1
+    assert not any(p.requires_grad for p in t.tm.peft.parameters())
+
+
+@pytest.mark.parametrize("method,sets", [("teamtr", 4), ("stale", 2), ("resample-every-k", 2), ("joint", 2)])
+def test_rollout_sets_per_stage(tiny_team, method, sets):
+    t = _trainer(tiny_team, method=method, steps=1, resample_every=2)
+    res = run_stages(t, 2)
+    charged = [r for r in res.records if r.tokens > 0]
+    assert len(res.records) == 4 and len(charged) == sets
+    if method == "stale":  # the second update of a stage trains on stage-start data; fresh data is diagnostic
+        assert res.records[1].tokens == 0 and res.records[1].diag_tokens > 0 and res.records[1].l_stale is not None
+    if method == "joint":  # one manifest move per stage for both agents
+        events = [e for e in tiny_team.history("tiny-duo") if e["event"] == "train-joint"]
+        assert len(events) == 2 and all(len(e["updates"]) == 2 for e in events if e.get("updates"))
+
+
+def test_suffix_resampling_keeps_prefixes_and_generates_fewer_tokens(tiny_team):
+    t = _trainer(tiny_team, max_new_tokens=6)
+    items = t.task.sample(2, seed=0, split="train")
+    first = t.rollout(items, seed=1)
+    suffix = t.rollout(items, seed=2, prev=first, changed={"critic"})
+    for a, b in zip(first.episodes, suffix.episodes):
+        assert (a.prompt, a.sample) == (b.prompt, b.sample)
+        assert a.turns[0].message_ids == b.turns[0].message_ids  # the solver's turn is kept as it was
+        assert a.turns[0].prompt_ids == b.turns[0].prompt_ids
+    assert suffix.tokens == sum(len(e.turns[1].message_ids) for e in suffix.episodes)
+    full = Trainer(tiny_team, "tiny-duo", TrainConfig(**{**t.cfg.__dict__, "resample": "full"}), **TINY)
+    regenerated = full.rollout(items, seed=2, prev=first, changed={"critic"})
+    assert regenerated.tokens == sum(len(m.message_ids) for e in regenerated.episodes for m in e.turns)
+    assert suffix.tokens < regenerated.tokens
+
+
+def test_versions_carry_lineage_and_history_shows_each_update(tiny_team, cli):
+    v1 = tiny_team.pins("tiny-duo")
+    t = _trainer(tiny_team, steps=1)
+    res = run_stages(t, 1)
+    solver, critic = (tiny_team.version(r.version) for r in res.records)
+    assert solver.meta["parent"] == v1["solver"] and critic.meta["parent"] == v1["critic"]
+    assert solver.meta["made_by"] == "train" and solver.name == "v2" and critic.name == "v2"
+    assert solver.meta["context"] == {"critic": v1["critic"]}
+    assert critic.meta["context"] == {"solver": solver.id}  # fresh: rolled out with the updated solver
+    assert solver.meta["config"]["method"] == "teamtr" and solver.meta["rollout_seed"] == res.records[0].rollout_seed
+    assert solver.meta["run"] == res.run_id and "d_tok_mean" in solver.meta["metrics"]
+    assert tiny_team.pins("tiny-duo") == {"solver": solver.id, "critic": critic.id}
+    code, out, _ = cli("history", "--team", "tiny-duo", "--json")
+    assert code == 0
+    import json
+
+    events = [e for e in json.loads(out) if e.get("event") == "train"]
+    assert [e["updates"][0]["role"] for e in events] == ["solver", "critic"]
+    assert events[0]["pins_after"]["solver"] == solver.id and events[1]["pins_before"]["solver"] == solver.id
+
+
+def test_stale_versions_record_stage_start_context(tiny_team):
+    v1 = tiny_team.pins("tiny-duo")
+    res = run_stages(_trainer(tiny_team, method="stale", steps=1), 1)
+    critic = tiny_team.version(res.records[1].version)
+    assert critic.meta["context"] == {"solver": v1["solver"]}  # trained on the stage-start team's rollouts
