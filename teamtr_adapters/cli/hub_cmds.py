@@ -47,7 +47,7 @@ def _render_push(r: dict[str, Any]) -> None:
 
 @hub_app.command("pull")
 def hub_pull(
-    ref: str = typer.Argument(..., help="ORG/REPO[@REV] (a branch, tag or commit; default main)."),
+    ref: str = typer.Argument(..., help="ORG/REPO, or ORG/REPO@REV for a branch, tag or commit (default main)."),
     name: Optional[str] = typer.Option(None, "--as", help="Local team name (default: the bundle's)."),
     role: Optional[str] = typer.Option(None, "--role", help="Pull only this role's adapter (not pinned)."),
     base: Optional[str] = typer.Option(None, "--base", help="Local base to check against ('embedded', a dir or a Hub id)."),

@@ -98,11 +98,14 @@ def _endpoint() -> str:
 def hub_errors(repo: str) -> Iterator[None]:
     """Turn `huggingface_hub` and network errors into one-line `TeamTRError`s."""
     import httpx2
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     try:
         yield
+    except HFValidationError as e:
+        raise InputError(f"invalid Hub reference {repo!r}: {str(e).splitlines()[0]}") from None
     except RevisionNotFoundError:
         raise NotFoundError(f"Hub repo {repo} has no such revision (branch, tag or commit)") from None
     except RepositoryNotFoundError:
