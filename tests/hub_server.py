@@ -185,14 +185,6 @@ class HubState:
             self._write_refs(repo_id, refs)
             return refs[key][name]
 
-    def delete_ref(self, repo_id: str, kind: str, name: str) -> None:
-        with self.lock:
-            refs = self.refs(repo_id)
-            key = "branches" if kind == "branch" else "tags"
-            if refs[key].pop(name, None) is None:
-                raise HubError(404, f"{kind} {name} not found", "RevisionNotFound")
-            self._write_refs(repo_id, refs)
-
 
 class HubServer:
     """The Hub on a free loopback port: `start()`, `url`, `stop()`; `tokens` are the accepted tokens."""
@@ -298,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = e.code
             self._json({"error": str(e)}, e.status, headers)
 
-    do_GET = do_POST = do_HEAD = do_DELETE = do_PUT = _dispatch
+    do_GET = do_POST = do_HEAD = _dispatch
 
     # -- routes -------------------------------------------------------------------------------------
     def _route(self, p: list[str], body: bytes) -> None:
@@ -352,9 +344,6 @@ class _Handler(BaseHTTPRequestHandler):
                     state.create_ref(repo_id, "tag", payload.get("tag", ""), rev)
                 else:
                     state.create_ref(repo_id, "branch", rev, payload.get("startingPoint") or "main")
-                return self._json({})
-            if rest[0] in ("tag", "branch") and m == "DELETE":
-                state.delete_ref(repo_id, rest[0], rev)
                 return self._json({})
         raise HubError(404, f"no route for {m} /api/models/{repo_id}/{'/'.join(rest)}")
 

@@ -59,9 +59,12 @@ def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, mon
     first = push(cli)
     solver_v1, critic_v1 = tiny_team.pins("tiny-duo")["solver"], tiny_team.pins("tiny-duo")["critic"]
     new_critic = retrain(tiny_team, "critic")
+    stray = hub.state.commit(REPO, "main", {"adapters/retired/adapter_config.json": b"{}"}, title="old role")
     second = push(cli)
     assert second["uploaded"] == ["README.md", "adapters/critic/adapter_model.safetensors", "manifest.json"]
-    assert hub.commit_log[-1]["added"] == second["uploaded"] and hub.commit_log[-1]["parent"] == first["commit"]
+    assert second["deleted"] == ["adapters/retired/adapter_config.json"] and second["parent"] == stray
+    assert hub.commit_log[-1]["added"] == second["uploaded"] and hub.commit_log[-1]["parent"] == stray
+    assert hub.commit_log[-1]["deleted"] == second["deleted"] and first["commit"] != stray
     assert second["unchanged"] == 4 and second["tag"] == "tiny-duo-r2"
     manifest = json.loads(hub.state.files(REPO)["manifest.json"])
     chain = manifest["roles"]["critic"]["lineage_chain"]
@@ -70,6 +73,7 @@ def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, mon
 
     again = push(cli)  # nothing changed: no commit, the tag already points here
     assert again["uploaded"] == [] and again["commit"] == second["commit"] and len(hub.commit_log) == 2
+    assert "adapters/retired/adapter_config.json" not in hub.state.files(REPO)
 
     dst = fresh_home(tmp_path, monkeypatch, "home-b")
     assert cli("hub", "pull", f"{REPO}@tiny-duo-r1")[0] == 0
