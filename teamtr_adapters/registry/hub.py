@@ -335,9 +335,17 @@ def _check_manifest(m: Any, where: str) -> dict[str, Any]:
             raise InputError("manifest has no roles")
         for role, entry in roles.items():
             check_name(role, "role name")
+            if not isinstance(entry, dict):
+                raise InputError(f"role {role}: entry must be an object")
             check_lineage(entry.get("lineage"))
-            if not isinstance(entry.get("id"), str) or not SHA256_RE.match(entry["id"]):
-                raise InputError(f"role {role}: malformed version id")
+            for key in ("id", "parent"):
+                value = entry.get(key)
+                if not (isinstance(value, str) and SHA256_RE.match(value)) and not (key == "parent" and value is None):
+                    raise InputError(f"role {role}: malformed {key}")
+            chain = entry.get("lineage_chain") or []
+            records = [entry.get(k) or {} for k in ("config", "metrics", "context")]
+            if not isinstance(chain, list) or not all(isinstance(x, dict) for x in records + chain):
+                raise InputError(f"role {role}: config, metrics and context must be objects, lineage_chain a list of objects")
             files = entry.get("files")
             if not isinstance(files, dict) or set(ADAPTER_FILES) - set(files):
                 raise InputError(f"role {role}: manifest must list {', '.join(ADAPTER_FILES)}")
