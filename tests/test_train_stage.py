@@ -46,33 +46,61 @@ def test_only_the_trained_agents_lora_weights_train(tiny_team):
     assert t.pins["solver"] == rec.version != solver and t.pins["critic"] == critic
 
 
-def _target_prob(t: Trainer, prompt_ids: list[int], target: int) -> float:
-    lp = t.tm.logprobs([prompt_ids], [[target]], t.pins["solver"], temperature=t.loss_cfg.temperature)
-    return math.exp(float(lp[0][0]))
+SOLO_SPEC = """
+name = "tiny-solo"
+base = "{base}"
+[sampling]
+temperature = 0.1   # the tiny random model is near-uniform; a low temperature makes it peaky
+[lora]
+rank = 4
+alpha = 8
+target_modules = ["q_proj", "v_proj", "o_proj"]
+[trust_region]
+group_size = 8
+prompts_per_update = 2
+[[roles]]
+name = "solver"
+system_prompt = "Say something."
+max_new_tokens = 1
+"""
+
+
+def _first_token_probs(t: Trainer, prompt_ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits, _, _ = t.tm.completion_logits([prompt_ids], [[0]], t.pins["solver"])
+    return (logits[0, 0] / t.loss_cfg.temperature).softmax(-1)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_reward_for_a_target_token_rises_and_not_with_the_sign_flipped(tiny_team, sign):
-    """Synthetic task: reward 1 when the solver's first token is a target token it emits ~1/4 of the time."""
-    t = _trainer(tiny_team, steps=3, group_size=8, prompts=2, lr=3e-2, delta=0.2, beta0=0.01)
+def test_reward_for_a_target_token_rises_and_not_with_the_sign_flipped(home, tiny_base, tiny_base_dir, sign):
+    """Synthetic task: reward 1 when the solver's first token is a target token it emits 5-90% of the time."""
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.spec import parse_spec
+
+    reg = Registry()
+    reg.init_team(parse_spec(SOLO_SPEC.format(base=tiny_base_dir)), tiny_base)
+    t = Trainer(reg, "tiny-solo", TrainConfig(steps=4, lr=2e-3, delta=0.3, beta0=0.01, micro_batch=16), **TINY)
     items = [t.task.sample(1, seed=0, split="train")[0]] * 2  # one prompt: one first-token distribution
-    ro = t.rollout(items, seed=0)
-    prompt = ro.episodes[0].turns[0].prompt_ids
-    firsts = [e.turns[0].message_ids[0] for e in ro.episodes]
-    target = max(set(firsts), key=lambda tok: (firsts.count(tok) < len(firsts), firsts.count(tok)))
-    p0 = _target_prob(t, prompt, target)
-    for k in range(4):
+    prompt = t.rollout(items, seed=0).episodes[0].turns[0].prompt_ids
+    probs = _first_token_probs(t, prompt)
+    target = int((probs - 0.3).abs().argmin())
+    p0 = float(probs[target])
+    rewards = []
+    for k in range(3):
         ro = t.rollout(items, seed=10 + k)
-        for e in ro.episodes:
-            e.reward = sign * float(e.turns[0].message_ids[0] == target)
+        hits = [float(e.turns[0].message_ids[0] == target) for e in ro.episodes]
+        rewards.append(sum(hits) / len(hits))
+        for e, h in zip(ro.episodes, hits):
+            e.reward = sign * h
         rec, work = t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
-        assert rec.d_tok_mean <= 0.2
+        assert rec.d_tok_mean <= 0.3
         t.commit([(rec, work)])
-    p1 = _target_prob(t, prompt, target)
+    p1 = float(_first_token_probs(t, prompt)[target])
+    assert 0.05 < p0 < 0.9
     if sign > 0:
-        assert p1 > p0 + 0.1, (p0, p1)
+        assert p1 > p0 + 0.15, (p0, p1, rewards)
     else:
-        assert p1 < p0, (p0, p1)
+        assert p1 < p0 - 0.05, (p0, p1, rewards)
 
 
 def test_accepted_updates_stay_in_region_and_match_the_runtime_kl(tiny_team):
