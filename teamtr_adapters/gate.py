@@ -18,8 +18,10 @@ Nothing here imports torch at module import.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +29,7 @@ from typing import Any, Callable
 from .errors import GateRefused, IncompatibleAdapterError, InputError, NotFoundError
 from .registry import Registry, VersionInfo, lineage_of
 from .registry.store import content_hashes
-from .registry.validate import CONFIG, check_adapter_dir, check_compatible, lora_modules
+from .registry.validate import CONFIG, WEIGHTS, check_adapter_dir, check_compatible, lora_modules
 from .runtime.base import BaseRef
 
 HUB_PREFIX = "hf://"
@@ -167,8 +169,65 @@ Progress = Callable[[str, int, int], None]
 def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg: GateConfig, *,
              base: BaseRef, device: str = "auto", dtype: str = "auto",
              progress: Progress | None = None) -> dict[str, Any]:
-    """The gate's evidence and decision for putting `candidate` in `role` (see the module docstring)."""
-    raise NotImplementedError  # filled in once the runtime lands
+    """The gate's evidence and decision for putting `candidate` in `role` (see the module docstring).
+
+    Both teams roll out the same `cfg.n` held-out prompts x `cfg.samples` with the same seed, so the
+    turns before the role's first turn are identical and any difference comes from the candidate."""
+    from .runtime.protocol import rollout
+    from .runtime.team_model import TeamModel
+    from .tasks import get_task
+    from .train.align import kl_pass
+    from .train.policy import agent_rows
+
+    say = progress or (lambda desc, done, total: None)
+    spec = registry.team_spec(team)
+    pins = registry.pins(team)
+    incumbent = registry.version(pins[role])
+    tm = TeamModel(base, device=device, dtype=dtype)
+    for vid in set(pins.values()):
+        tm.ensure_adapter(vid, registry.version_path(vid))
+    tm.ensure_adapter(candidate.id, candidate.path)
+    items = get_task(spec.task).sample(cfg.n, cfg.seed, split="heldout")
+
+    def play(team_pins: dict[str, str], who: str) -> list[Any]:
+        episodes = rollout(tm, spec, items, group_size=cfg.samples, seed=cfg.seed, pins=team_pins,
+                           progress=lambda done, total: say(f"rollouts: {who} team", done, total))
+        return sorted(episodes, key=lambda e: (e.item_index, e.sample))
+
+    inc_eps = play(pins, "incumbent")
+    cand_eps = inc_eps if candidate.id == incumbent.id else play({**pins, role: candidate.id}, "candidate")
+    rows = agent_rows(cand_eps, role, [0.0] * len(cand_eps))
+    say("D_tok on the candidate team's states", 0, 1)
+    kl = kl_pass(tm, incumbent.id, candidate.id, rows, temperature=spec.sampling.temperature or 1.0)
+    say("D_tok on the candidate team's states", 1, 1)
+    inc, cand = _scores(inc_eps, len(items)), _scores(cand_eps, len(items))
+    diffs = [b - a for a, b in zip(inc, cand)]
+    d_tok = float(kl.mean()) if kl.numel() else 0.0
+    lcb = paired_lcb(diffs, confidence=cfg.confidence, n_boot=cfg.n_boot, seed=cfg.seed)
+    accepted, reasons = decide(d_tok, lcb, cfg)
+    return {
+        "team": team, "role": role, "incumbent": {"id": incumbent.id, "ref": incumbent.ref},
+        "candidate": candidate.to_dict(), "config": {**asdict(cfg), "temperature": spec.sampling.temperature},
+        "prompts": len(items), "episodes": len(cand_eps), "contexts": len(rows), "kl_states": int(kl.numel()),
+        "d_tok": d_tok, "d_tok_p99": float(kl.quantile(0.99)) if kl.numel() else 0.0,
+        "d_tok_max": float(kl.max()) if kl.numel() else 0.0,
+        "score_incumbent": sum(inc) / len(inc), "score_candidate": sum(cand) / len(cand),
+        "diff_mean": sum(diffs) / len(diffs), "diff_lcb": lcb,
+        "regressions": coordination_regressions(inc, cand, cfg.solved),
+        "improvements": len(coordination_regressions(cand, inc, cfg.solved)),
+        "per_prompt": [{"prompt": it.prompt, "answer": it.answer, "incumbent": a, "candidate": b}
+                       for it, a, b in zip(items, inc, cand)],
+        "accepted": accepted, "decision": "accepted" if accepted else "refused", "reasons": reasons,
+    }
+
+
+def _scores(episodes: list[Any], n: int) -> list[float]:
+    """Mean reward per prompt (episodes of one prompt share its `item_index`)."""
+    totals, counts = [0.0] * n, [0] * n
+    for e in episodes:
+        totals[e.item_index] += e.reward
+        counts[e.item_index] += 1
+    return [t / max(c, 1) for t, c in zip(totals, counts)]
 
 
 # -- swap ------------------------------------------------------------------------------------------
@@ -209,6 +268,98 @@ def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig
     if not dry_run:
         result["revision"] = registry.update_pins(team, {role: candidate.id}, event)["revision"]
     return result
+
+
+# -- adapter diff ----------------------------------------------------------------------------------
+def locate(registry: Registry, ref: str) -> Candidate:
+    """A stored version (any registry reference) or a local adapter dir (checked, not imported)."""
+    if _looks_like_path(ref) or (Path(ref).is_dir() and ":" not in ref):
+        path = Path(ref).expanduser()
+        check_adapter_dir(path)
+        return Candidate(content_hashes(path)[1], str(path), path, stored=False)
+    info = registry.resolve(ref)
+    return Candidate(info.id, info.ref, registry.version_path(info.id))
+
+
+def _scale(config: dict[str, Any], module: str, rank: int) -> float:
+    """LoRA's scale for one module: alpha / r (alpha / sqrt(r) with rsLoRA), honouring `alpha_pattern`."""
+    alpha = config.get("lora_alpha", 8)
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            alpha = value
+    return alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
+def lora_deltas(path: Path) -> dict[str, Any]:
+    """Module -> its weight delta scale * B @ A (float32), from an adapter dir."""
+    from safetensors.torch import load_file
+
+    config = json.loads((path / CONFIG).read_text())
+    state = load_file(str(path / WEIGHTS))
+    out = {}
+    for module in lora_modules(path):
+        a = state[f"base_model.model.{module}.lora_A.weight"].float()
+        b = state[f"base_model.model.{module}.lora_B.weight"].float()
+        out[module] = _scale(config, module, a.shape[0]) * (b @ a)
+    return out
+
+
+def weight_diff(a: Path, b: Path) -> list[dict[str, Any]]:
+    """Per module: Frobenius norms of both weight deltas and of their difference (a missing module is zero)."""
+    da, db = lora_deltas(a), lora_deltas(b)
+    rows = []
+    for module in sorted(set(da) | set(db)):
+        x, y = da.get(module), db.get(module)
+        if x is not None and y is not None and x.shape != y.shape:
+            raise IncompatibleAdapterError(f"module {module!r} has weight shape {list(x.shape)} in A and "
+                                           f"{list(y.shape)} in B: adapters for different bases")
+        diff = x if y is None else (-y if x is None else x - y)
+        rows.append({"module": module, "norm_a": 0.0 if x is None else float(x.norm()),
+                     "norm_b": 0.0 if y is None else float(y.norm()), "norm_diff": float(diff.norm())})
+    return rows
+
+
+def probe_target(registry: Registry, a: Candidate, team: str | None, role: str | None) -> tuple[str, str] | None:
+    """The (team, role) whose turns probe the KL between two adapters: as given, or from A's lineage
+    `TEAM.ROLE` when that team exists; None when neither says."""
+    lineage = registry.version(a.id).lineage if a.stored else ""
+    own_team, _, own_role = lineage.partition(".")
+    team = team or (own_team if own_role and own_team in registry.list_teams() else None)
+    if team is None:
+        return None
+    role = role or (own_role if own_team == team else None)
+    if role is None:
+        raise InputError(f"name the role whose turns to probe with --role (team {team!r})")
+    registry.team_spec(team).role(role)
+    return team, role
+
+
+def probe_kl(registry: Registry, team: str, role: str, a: Candidate, b: Candidate, *, probes: int, seed: int,
+             base: BaseRef, device: str = "auto", dtype: str = "auto",
+             progress: Progress | None = None) -> dict[str, Any]:
+    """D_tok(A || B) on the states of `role`'s turns in training-prompt rollouts of `team` with A in place."""
+    from .runtime.team_model import TeamModel
+    from .train.align import kl_pass, probe_rows
+
+    for c in (a, b):
+        check_compatible(c.path, base)
+    spec = registry.team_spec(team)
+    pins = {**registry.pins(team), role: a.id}
+    tm = TeamModel(base, device=device, dtype=dtype)
+    for vid in set(pins.values()) - {a.id}:
+        tm.ensure_adapter(vid, registry.version_path(vid))
+    tm.ensure_adapter(a.id, a.path)
+    tm.ensure_adapter(b.id, b.path)
+    rows = probe_rows(tm, spec, pins, role, probes, seed, progress or (lambda desc, done, total: None))
+    kl = kl_pass(tm, a.id, b.id, rows, temperature=spec.sampling.temperature or 1.0)
+    return {"team": team, "role": role, "probes": probes, "seed": seed, "contexts": len(rows),
+            "states": int(kl.numel()), "d_tok": float(kl.mean())}
+
+
+def config_diff(a: Path, b: Path) -> dict[str, dict[str, Any]]:
+    """Adapter config keys whose values differ: key -> {"a": ..., "b": ...} (missing keys are None)."""
+    ca, cb = (json.loads((p / CONFIG).read_text()) for p in (a, b))
+    return {k: {"a": ca.get(k), "b": cb.get(k)} for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)}
 
 
 # -- rollback --------------------------------------------------------------------------------------

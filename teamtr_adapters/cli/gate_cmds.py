@@ -10,7 +10,7 @@ import typer
 from ..errors import GateRefused, InputError
 from ..registry import Registry
 from .registry_cmds import adapter_app, short, team_app, team_base
-from .render import JsonOpt, console, emit, progress, table
+from .render import JsonOpt, console, emit, err_console, progress, table
 
 TeamOpt = typer.Option(None, "--team", help="The team (default: the only team in the registry).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
@@ -38,13 +38,15 @@ def default_team(reg: Registry, team: str | None) -> str:
 
 @contextmanager
 def progress_callback() -> Iterator[Any]:
-    """A `(description, done, total)` callback drawing rich progress bars on stderr, started on first use
-    (so that a command failing early prints nothing but its error)."""
+    """A `(description, done, total)` callback drawing rich progress bars on stderr when it is a terminal,
+    started on first use (so that a command failing early prints nothing but its error)."""
     with ExitStack() as stack:
         tasks: dict[str, Any] = {}
         bars: list[Any] = []
 
         def update(desc: str, done: int, total: int) -> None:
+            if not err_console.is_terminal:
+                return
             if not bars:
                 bars.append(stack.enter_context(progress()))
             if desc not in tasks:
@@ -220,12 +222,19 @@ def adapter_diff(
     as_json: bool = JsonOpt,
 ) -> None:
     """Config differences, per-module norm of the weight delta, and D_tok(A || B) on probe contexts."""
-    from ..gate import adapter_diff as diff
+    from .. import gate as g
 
     reg = Registry()
-    with progress_callback() as cb:
-        result = diff(reg, a, b, team=team, role=role, probes=probes, seed=seed, device=device, dtype=dtype,
-                      progress=cb)
+    x, y = g.locate(reg, a), g.locate(reg, b)
+    result: dict[str, Any] = {"a": x.to_dict(), "b": y.to_dict(), "config_diff": g.config_diff(x.path, y.path),
+                              "modules": g.weight_diff(x.path, y.path), "kl": None}
+    target = g.probe_target(reg, x, team, role) if probes > 0 else None
+    if target is None:
+        result["kl_note"] = "--probes 0" if probes <= 0 else "A is no team's role version: name --team and --role"
+    else:
+        with progress_callback() as cb:
+            result["kl"] = g.probe_kl(reg, *target, x, y, probes=probes, seed=seed, base=team_base(reg, target[0]),
+                                      device=device, dtype=dtype, progress=cb)
     emit(result, as_json, render_diff)
 
 
