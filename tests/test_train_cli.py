@@ -31,3 +31,17 @@ def test_report_draws_png_from_a_run_dir(cli, home):
     assert d["summary"]["updates"] == 3 and d["summary"]["tokens"] == 150 and len(d["records"]) == 3
     code, _, err = cli("report", "missing-run")
     assert code == 2 and "no run 'missing-run'" in err
+
+
+def test_train_cli_runs_updates_and_report_draws_them(cli, tiny_team):
+    code, out, err = cli("train", "critic", "--team", "tiny-duo", "--updates", "2", "--steps", "1", "-G", "2",
+                         "-P", "2", "--max-new-tokens", "3", "--dtype", "float32", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["updates"] == 2 and [r["role"] for r in d["records"]] == ["critic", "critic"]
+    assert d["tokens"] == sum(r["tokens"] for r in d["records"]) > 0
+    assert d["records"][1]["parent"] == d["records"][0]["version"]
+    code, out, err = cli("report", d["run"], "--json")
+    assert code == 0, err and json.loads(out)["summary"]["updates"] == 2
+    code, _, err = cli("train", "--team", "tiny-duo", "--stages", "1", "--method", "bogus")
+    assert code == 2 and "unknown method 'bogus'" in err
