@@ -15,4 +15,13 @@ __all__ = [
     "Registry", "VersionInfo", "TeamSpec", "load_spec", "parse_spec", "resolve_base", "BaseRef",
     "TeamTRError", "InputError", "SpecError", "NotFoundError", "InvalidNameError", "UnsafeAdapterError",
     "IncompatibleAdapterError", "TaskError", "IntegrityError", "ConflictError", "GateRefused", "TrainingAborted",
+    "load_team",
 ]
+
+
+def __getattr__(name: str):  # `load_team` is imported on first use
+    if name == "load_team":
+        from .runtime.team import load_team
+
+        return load_team
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

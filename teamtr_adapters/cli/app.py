@@ -20,6 +20,8 @@ app = typer.Typer(
 from . import registry_cmds  # noqa: E402  (registers team, adapter, registry, history)
 
 registry_cmds.register(app)
+from . import runtime_cmds  # noqa: E402  (registers eval, run)
+runtime_cmds.register(app)
 from . import gate_cmds  # noqa: E402  (registers swap, rollback, align, team rollback, adapter diff)
 gate_cmds.register(app)
 from . import hub_cmds  # noqa: E402  (registers hub push/pull)

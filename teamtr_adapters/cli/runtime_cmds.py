@@ -1,0 +1,106 @@
+"""`eval` and `run`: play a registry team on a task split or on one question."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from .render import JsonOpt, console, emit, progress, table
+
+TeamOpt = typer.Option(..., "--team", "-t", help="The team to play (see `team list`).")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda.")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 where supported) | float32 | bfloat16 | float16.")
+BackendOpt = typer.Option("hf", "--backend", help="Rollout backend: hf (default), or NAME=ARG for backends taking one.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+    app.command("run")(run_cmd)
+
+
+def _load(team: str, backend: str, device: str, dtype: str):
+    from ..registry import Registry
+    from ..runtime.team import load_team
+
+    return load_team(Registry(), team, backend=backend, device=device, dtype=dtype)
+
+
+def eval_cmd(
+    team: str = TeamOpt,
+    n: int = typer.Option(32, "--n", help="Number of prompts."),
+    k: int = typer.Option(1, "--k", help="Samples per prompt (avg@k, pass@k)."),
+    seed: int = typer.Option(0, "--seed"),
+    split: str = typer.Option("heldout", "--split", help="train | heldout."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the team spec's."),
+    base_alone: bool = typer.Option(True, "--base/--no-base", help="Also score the base model answering alone."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write every transcript as JSON lines here."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    backend: str = BackendOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Accuracy of a team on a task split, next to the base model answering alone on the same prompts."""
+    t = _load(team, backend, device, dtype)
+    with progress() as bar:
+        task_id = bar.add_task(f"eval {team}", total=t.spec.n_turns + int(base_alone))
+        report, team_eps, base_eps = t.evaluate(n, k, seed, split, base_alone=base_alone, temperature=temperature,
+                                                progress=lambda done, total: bar.update(task_id, completed=done))
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        with open(save, "w", encoding="utf-8") as f:
+            for who, eps in (("team", team_eps), ("base", base_eps)):
+                for ep in eps:
+                    f.write(json.dumps({"who": who, **ep.to_dict()}) + "\n")
+        report["saved"] = str(save)
+    emit(report, as_json, _render_report)
+
+
+def _render_report(r: dict[str, Any]) -> None:
+    rows = [["team", r["team_result"]["avg@k"], r["team_result"]["pass@k"], r["team_result"]["final_format_rate"],
+             r["team_result"]["tokens"]]]
+    if "base_alone" in r:
+        b = r["base_alone"]
+        rows.append(["base alone", b["avg@k"], b["pass@k"], b["final_format_rate"], b["tokens"]])
+    console.print(table(f"{r['team']} on {r['task']} ({r['split']}, n={r['n']}, k={r['k']}, seed={r['seed']})",
+                        ["who", "avg@k", "pass@k", "answer format", "tokens"], rows))
+    console.print(table("agents", ["role", "version", "mean tokens", "answer format"],
+                        [[role, a["version"], a["mean_tokens"], a["answer_format_rate"]]
+                         for role, a in r["team_result"]["agents"].items()]))
+    if "saved" in r:
+        console.print(f"transcripts: {r['saved']}")
+
+
+def run_cmd(
+    question: str = typer.Argument(..., help="The problem to give the team."),
+    team: str = TeamOpt,
+    answer: str = typer.Option("", "--answer", help="Reference answer: the episode is scored against it."),
+    seed: int = typer.Option(0, "--seed"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the team spec's."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    backend: str = BackendOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Play one episode and print the transcript turn by turn, then the final answer."""
+    t = _load(team, backend, device, dtype)
+    ep = t.run(question, answer=answer, seed=seed, temperature=temperature)
+    data = {"team": team, "question": question, "seed": seed,
+            "turns": [{"role": x.role, "version": x.version, "label": t.label(x.version), "message": x.text,
+                       "tokens": len(x.message_ids)} for x in ep.turns],
+            "final_answer": ep.final_answer}
+    if answer:
+        data.update(answer=answer, reward=ep.reward)
+    emit(data, as_json, _render_run)
+
+
+def _render_run(d: dict[str, Any]) -> None:
+    for i, turn in enumerate(d["turns"], 1):
+        console.print(f"[bold]{i}. {turn['role']}[/] [dim]{escape(turn['label'])}[/]")
+        console.print(escape(turn["message"]) or "[dim](empty message)[/]", highlight=False)
+        console.print()
+    console.print(f"[bold]final answer:[/] {escape(str(d['final_answer']))}", highlight=False)
+    if "reward" in d:
+        console.print(f"reward: {d['reward']} (reference {escape(d['answer'])})", highlight=False)
