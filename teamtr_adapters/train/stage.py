@@ -190,7 +190,7 @@ class Trainer:
         else:
             prev, from_turns = None, None
         episodes = rollout(self.tm, spec, items, group_size=g, seed=seed, pins=self.pins,
-                           prefix=prev.episodes if prev else None, from_turn=from_turns,
+                           prefix=prev.episodes if prev else None, from_turn=from_turns or 0,
                            progress=lambda done, total: self.progress(phase, done, total))
         starts = from_turns or [0] * len(episodes)
         tokens = sum(len(t.message_ids) for e, k in zip(episodes, starts) for t in e.turns[k:])
