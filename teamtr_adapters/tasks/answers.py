@@ -11,9 +11,9 @@ from typing import Callable
 NUMBER = r"(?<![\w.])[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _NUMBER_RE = re.compile(NUMBER)
 _MARKERS = (
-    ("answer", re.compile(r"answer\s*(?:is)?\s*[:=]\s*(.*)", re.IGNORECASE)),
-    ("####", re.compile(r"####\s*(.*)")),
-    ("boxed", re.compile(r"\\boxed\{([^{}]*)\}")),
+    ("answer", re.compile(r"answer\s*(?:is)?\s*[:=]", re.IGNORECASE)),
+    ("####", re.compile(r"####")),
+    ("boxed", re.compile(r"\\boxed\{(?=[^{}]*\})")),
 )
 EXPLICIT_FORMATS = tuple(name for name, _ in _MARKERS)
 
@@ -36,12 +36,15 @@ def format_number(x: float) -> str:
 def find_answer(text: str, numeric: bool = True) -> tuple[str | None, str | None]:
     """(answer, format) where format is `answer`, `####`, `boxed`, `last-number` or None.
 
-    With `numeric`, a marked answer must hold a number (normalised: `1,234.0` -> `1234`), else the
-    next format is tried; without it, the marked text up to the end of its line is returned."""
+    The marked text runs from the last marker to the end of its line (to `}` for boxed). With
+    `numeric` it must hold a number (after the last `=` if any: `Answer: 3 + 5 = 8` gives 8;
+    normalised: `1,234.0` -> `1234`), else the next format is tried."""
     for name, pattern in _MARKERS:
         for m in reversed(list(pattern.finditer(text))):
-            body = m.group(1).strip().splitlines()[0].strip() if m.group(1).strip() else ""
+            body = (text[m.end():].split("}")[0] if name == "boxed" else text[m.end():]).strip()
+            body = body.splitlines()[0].strip() if body else ""
             if numeric:
+                body = body.split("=")[-1]
                 x = parse_number(body)
                 if x is not None:
                     return format_number(x), name
