@@ -1,0 +1,102 @@
+"""PNG plots of scaling data (matplotlib, Agg). Every function takes plain {size: [values]} dicts, so the
+exact study and a measured (LLM) study plot the same way."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .fit import ExponentFit, fit_exponent  # noqa: E402
+
+Series = Mapping[int | float, Sequence[float]]
+
+
+def plot_fits(ax, fits: Mapping[str, ExponentFit], *, ref_slopes: Sequence[float] = (1.0, 2.0)) -> None:
+    """Log-log means (with bootstrap intervals) and the fitted power law of each fit on one axis;
+    dashed grey reference lines of the given slopes through the first fit's first point."""
+    for label, fit in fits.items():
+        sizes = sorted(fit.means)
+        x = np.array(sizes, dtype=float)
+        y = np.array([fit.means[k] for k in sizes])
+        err = np.array([[y[i] - fit.mean_ci[k][0], fit.mean_ci[k][1] - y[i]] for i, k in enumerate(sizes)]).T
+        line = ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", capsize=3,
+                           label=f"{label}: b = {fit.exponent:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]")
+        c = np.exp(np.mean(np.log(y) - fit.exponent * np.log(x)))
+        ax.plot(x, c * x**fit.exponent, "-", color=line[0].get_color(), lw=1)
+    if fits:
+        first = next(iter(fits.values()))
+        xs = np.array(sorted(first.means), dtype=float)
+        y0 = first.means[min(first.means)]
+        for s in ref_slopes:
+            ax.plot(xs, y0 * (xs / xs[0]) ** s, "--", color="grey", lw=0.8)
+            ax.annotate(f"slope {s:g}", (xs[-1], y0 * (xs[-1] / xs[0]) ** s), fontsize=7, color="grey")
+        ax.set_xticks(xs, [f"{k:g}" for k in xs])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.minorticks_off()
+    ax.legend(fontsize=7)
+
+
+def plot_scaling(ax, series: Mapping[str, Series], *, ref_slopes: Sequence[float] = (1.0, 2.0),
+                 n_boot: int = 4000) -> dict[str, ExponentFit]:
+    """Fit each {size: [values]} series (`fit_exponent`) and plot it with `plot_fits`; returns the fits."""
+    fits = {label: fit_exponent(values, n_boot=n_boot) for label, values in series.items()}
+    plot_fits(ax, fits, ref_slopes=ref_slopes)
+    return fits
+
+
+def save_scaling_figure(panels: Mapping[str, Mapping[str, Series]], path: Path, *, xlabel: str = "team size n",
+                        ylabel: str = "", ref_slopes: Sequence[float] = (1.0, 2.0)) -> dict[str, dict]:
+    """One log-log panel per entry of `panels` ({title: {label: {size: [values]}}}); returns the fits
+    ({title: {label: fit dict}})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    out = {}
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        fits = plot_scaling(ax, series, ref_slopes=ref_slopes)
+        out[title] = {k: f.as_dict() for k, f in fits.items()}
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def save_ratio_figure(pairs: Mapping[str, tuple[Series, Series]], path: Path, *, ylabel: str,
+                      n_boot: int = 4000) -> dict[str, dict]:
+    """Log-log ratio of means (numerator / denominator, paired by instance) per size, one series per
+    label, with the fitted exponent of the ratio (the difference of the two exponents); returns the fits."""
+    fits = {label: fit_exponent(num, relative_to=den, n_boot=n_boot) for label, (num, den) in pairs.items()}
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    plot_fits(ax, fits, ref_slopes=(0.0, 1.0))
+    ax.set_xlabel("team size n")
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {k: f.as_dict() for k, f in fits.items()}
+
+
+def save_profile_figure(profiles: Mapping[str, Mapping[int, Sequence[Sequence[float]]]], path: Path, *,
+                        ylabel: str) -> None:
+    """Per-update quantity against the update index i, one panel per label, one line per team size
+    (mean over instances); `profiles` is {label: {n: [[value per update] per instance]}}."""
+    fig, axes = plt.subplots(1, len(profiles), figsize=(4.6 * len(profiles), 4), squeeze=False)
+    for ax, (label, by_n) in zip(axes[0], profiles.items()):
+        for n in sorted(by_n):
+            mean = np.mean(np.asarray(by_n[n], dtype=float), axis=0)
+            ax.plot(np.arange(1, len(mean) + 1), mean, "o-", ms=3, label=f"n = {n}")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(label)
+        ax.set_xlabel("update index i")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
