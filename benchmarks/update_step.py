@@ -128,7 +128,7 @@ def main() -> None:
             from teamtr_adapters.runtime.base import resolve_base
 
             for beta in [float(b) for b in a.betas.split(",") if b]:
-                cfg = {"model": str(resolve_base("embedded", mine["dtype"]).path), "dtype": mine["dtype"],
+                cfg = {"model": str(resolve_base("embedded", "float32").path), "dtype": "float32",  # TRL default
                        "prompts": prompt_texts, "answers": answers, "group": a.group, "new_tokens": a.new_tokens,
                        "rank": a.rank, "beta": beta, "out": str(Path(tmp) / "trl")}
                 (Path(tmp) / "trl.json").write_text(json.dumps(cfg))
