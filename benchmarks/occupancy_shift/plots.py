@@ -35,10 +35,11 @@ def plot_fits(ax, fits: Mapping[str, ExponentFit], *, ref_slopes: Sequence[float
         for s in ref_slopes:
             ax.plot(xs, y0 * (xs / xs[0]) ** s, "--", color="grey", lw=0.8)
             ax.annotate(f"slope {s:g}", (xs[-1], y0 * (xs[-1] / xs[0]) ** s), fontsize=7, color="grey")
-        ax.set_xticks(xs, [f"{k:g}" for k in xs])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.minorticks_off()
+    if fits:
+        ax.set_xticks(xs, [f"{k:g}" for k in xs])
+        ax.minorticks_off()
     ax.legend(fontsize=7)
 
 
