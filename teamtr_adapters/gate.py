@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GateRefused, IncompatibleAdapterError, InputError, NotFoundError
-from .registry import Registry, VersionInfo, lineage_of
+from .registry import Registry, lineage_of
 from .registry.store import content_hashes
 from .registry.validate import CONFIG, WEIGHTS, check_adapter_dir, check_compatible, lora_modules
 from .runtime.base import BaseRef
@@ -57,7 +57,7 @@ class GateConfig:
 
     def check(self) -> "GateConfig":
         checks = [(self.delta > 0, "--delta must be positive"), (self.epsilon >= 0, "--epsilon must be >= 0"),
-                  (1 <= self.n <= 4096, "--n must be in 1..4096"), (1 <= self.samples <= 64, "samples must be in 1..64"),
+                  (1 <= self.n <= 4096, "--n must be in 1..4096"), (1 <= self.samples <= 64, "--samples must be in 1..64"),
                   (0.5 <= self.confidence < 1, "confidence must be in [0.5, 1)"), (self.n_boot >= 100, "n_boot must be >= 100")]
         for ok, msg in checks:
             if not ok:
@@ -116,11 +116,8 @@ def resolve_candidate(registry: Registry, team: str, role: str, ref: str, base: 
     dir (imported into the role's lineage when `store`; checked in place otherwise) or an `hf://` bundle
     role (pulled into the registry)."""
     if ref.startswith(HUB_PREFIX):
-        try:
-            from .registry.hub import pull_role
-        except ImportError:
-            raise InputError("hf:// references need the Hub support (teamtr_adapters.registry.hub.pull_role), "
-                             "which this installation lacks") from None
+        from .registry.hub import pull_role
+
         info = pull_role(registry, ref, role=role, base=base)
         return Candidate(info.id, info.ref, info.path)
     if not _looks_like_path(ref):

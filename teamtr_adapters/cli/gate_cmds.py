@@ -66,6 +66,7 @@ def swap(
     delta: Optional[float] = typer.Option(None, "--delta", help="Largest accepted D_tok (default: the team's trust_region.delta)."),
     epsilon: float = typer.Option(0.05, "--epsilon", help="Largest accepted drop of the mean score (as a lower confidence bound)."),
     n: int = typer.Option(16, "--n", help="Held-out prompts in the paired evaluation."),
+    samples: int = typer.Option(1, "--samples", help="Episodes per prompt (a prompt's score is their mean reward)."),
     seed: int = typer.Option(0, "--seed", help="Seed of prompts, sampling and bootstrap."),
     force: bool = typer.Option(False, "--force", help="Swap even if the gate refuses (recorded in history)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check (and gate) only; change nothing."),
@@ -81,7 +82,7 @@ def swap(
     cfg = None
     if gate:
         d = reg.team_spec(team).trust_region.delta if delta is None else delta
-        cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, n=n, seed=seed).check()
+        cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, n=n, samples=samples, seed=seed).check()
     elif delta is not None:
         raise InputError("--delta applies to the gate; add --gate")
     base = team_base(reg, team)
