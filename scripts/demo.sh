@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The `make demo` job: a fresh demo registry, the embedded math-trio team, and what the tool does with it.
+# The `make demo` job on the embedded SmolLM2-135M-Instruct: a fresh demo registry, the math-trio team,
+# a held-out evaluation, one short TeamTR stage with accuracy before and after, the run's curves, two gated
+# swaps (one accepted, one refused) and the history. About 10 minutes on 2 CPU cores.
 set -euo pipefail
 T=${TEAMTR:-teamtr-adapters}
 export TEAMTR_HOME=${TEAMTR_HOME:-$PWD/.demo-home}
@@ -8,8 +10,22 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "create the math-trio team on the embedded SmolLM2-135M-Instruct (fresh LoRA v1 per agent)"
 $T team init math-trio
-step "teams and versions in the registry ($TEAMTR_HOME)"
 $T team list
-$T adapter list
+
+step "one episode, turn by turn"
+$T run --team math-trio "What is 7 + 5?" --answer 12
+
+step "held-out accuracy of the team, and of the base model answering alone on the same prompts"
+$T eval --team math-trio --n 16
+
+step "one TeamTR stage (each agent updated once, the team resampled after every update)"
+$T train --team math-trio --stages 1 -P 4 -G 4 --max-new-tokens 32 --steps 2 --eval 16
+run=$(ls -t "$TEAMTR_HOME/runs" | head -n 1)
+$T report "$run"
+
+step "plug-and-play: gated swaps"
+TEAMTR=$T bash "$(dirname "$0")/demo_swap.sh"
+
+step "the registry after the demo ($TEAMTR_HOME)"
+$T team show math-trio
 $T registry verify
-$T history --team math-trio
