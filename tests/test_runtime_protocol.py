@@ -135,7 +135,11 @@ def test_run_command_prints_the_transcript(cli, team_home, monkeypatch):
     assert code == 0, err
     d = json.loads(stdout)
     assert [t["role"] for t in d["turns"]] == ["solver", "critic", "refiner"]
-    assert d["reward"] in (0.0, 1.0) and "final_answer" in d
+    from teamtr_adapters import load_team as api_load_team  # the Python API gives the same episode
+
+    ep = api_load_team(Registry(team_home), "math-trio", dtype="float32").run("What is 2 + 3?", answer="5")
+    assert [t["message"] for t in d["turns"]] == [t.text for t in ep.turns]
+    assert (d["final_answer"], d["reward"]) == (ep.final_answer, ep.reward)
     code, stdout, _ = cli("run", "--team", "math-trio", "What is 2 + 3?", "--dtype", "float32")
     assert code == 0 and "1. solver" in stdout and "3. refiner" in stdout and "final answer:" in stdout
 

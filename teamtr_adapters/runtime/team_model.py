@@ -292,7 +292,9 @@ def _pick(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any,
 
 
 def create_hf_backend(base: BaseRef, *, device: str = "auto", dtype: str = "auto", arg: str | None = None) -> TeamModel:
-    """The `hf` backend factory (transformers + peft): a TeamModel."""
-    if arg is not None:
-        raise InputError(f"the hf backend takes no argument (got {arg!r})")
-    return TeamModel(base, device=device, dtype=dtype)
+    """The `hf` backend factory (transformers + peft): a TeamModel; `hf=unmerged` never merges adapters."""
+    if arg not in (None, "unmerged"):
+        raise InputError(f"the hf backend takes no argument but 'unmerged' (got {arg!r})")
+    model = TeamModel(base, device=device, dtype=dtype)
+    model.merge_single = arg is None
+    return model

@@ -1,0 +1,147 @@
+"""Team-rollout throughput: batched backend vs one episode at a time, and raw `generate`, per backend.
+
+One workload for every backend: a fresh `math-trio` team (three LoRA agents over the embedded
+SmolLM2-135M-Instruct, budgets 64/48/24 tokens), N arithmetic prompts, the spec's sampling
+(temperature 0.8, top-p 1.0). For each backend it measures, in one process:
+- batched:    `Team.rollout` over all N episodes (each turn one batch of N rows);
+- sequential: the same N prompts, one `Team.rollout` call per episode;
+- raw:        the backend's raw generate (for `hf`: transformers `model.generate` on the bare base,
+              sampling, EOS stop) on exactly the batched run's per-turn prompts and budgets, so
+              the protocol's overhead (templates, records, adapters, log-probs) is visible.
+Tokens/s counts generated tokens (EOS included) over wall time. Runs differ in sampled lengths, so
+compare tokens/s, not wall times.
+
+    python benchmarks/rollout_throughput.py [--episodes 32] [--backends hf,hf=unmerged] [--json]
+
+A backend measured here is any name `runtime.backend.create_backend` knows (`NAME` or `NAME=ARG`);
+its raw-generate function comes from `RAW_GENERATE` (a backend without one reports no raw line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def raw_generate_hf(backend: Any, turns: list[tuple[list[list[int]], int]], temperature: float, seed: int) -> int:
+    """transformers `generate` on the bare base (adapters off) for each turn's batch; returns tokens."""
+    from contextlib import nullcontext
+
+    import torch
+
+    model, pad = backend.model, backend.tokenizer.pad_token_id
+    eos = set(backend.eos_ids.tolist())
+    tokens = 0
+    for t, (prompts, budget) in enumerate(turns):
+        ids, mask = backend._left_pad(prompts)
+        torch.manual_seed(seed + t)
+        with torch.no_grad(), (backend.peft.disable_adapter() if backend.peft is not None else nullcontext()):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=budget, do_sample=True,
+                                 temperature=temperature, top_p=1.0, top_k=0, pad_token_id=pad)
+        for row in out[:, ids.shape[1]:].tolist():
+            stop = next((i for i, x in enumerate(row) if x in eos), len(row) - 1)
+            tokens += stop + 1
+    return tokens
+
+
+# backend name -> raw generate(backend, [(turn prompts, budget)], temperature, seed) -> tokens
+RAW_GENERATE: dict[str, Callable[..., int]] = {"hf": raw_generate_hf}
+
+
+def measure(spec_name: str, team: Any, items: list[Any], seed: int) -> dict[str, Any]:
+    """Batched rollout, one-at-a-time rollout and raw generate on the same prompts."""
+    t0 = time.perf_counter()
+    eps = team.rollout(items, 1, seed)
+    batched_s = time.perf_counter() - t0
+    batched_tok = sum(len(t.message_ids) for e in eps for t in e.turns)
+
+    t0 = time.perf_counter()
+    seq_tok = 0
+    for item in items:
+        seq_tok += sum(len(t.message_ids) for e in team.rollout([item], 1, seed) for t in e.turns)
+    seq_s = time.perf_counter() - t0
+
+    out = {"backend": spec_name, "episodes": len(items),
+           "batched": {"tokens": batched_tok, "wall_s": round(batched_s, 2), "tok_s": round(batched_tok / batched_s, 1)},
+           "sequential": {"tokens": seq_tok, "wall_s": round(seq_s, 2), "tok_s": round(seq_tok / seq_s, 1)}}
+    out["ratio"] = round(out["batched"]["tok_s"] / out["sequential"]["tok_s"], 2)
+    raw = RAW_GENERATE.get(spec_name.partition("=")[0])
+    if raw is not None:
+        turns = [([e.turns[t].prompt_ids for e in eps], team.spec.roles[t].max_new_tokens)
+                 for t in range(team.spec.n_turns)]
+        t0 = time.perf_counter()
+        raw_tok = raw(team.backend, turns, team.spec.sampling.temperature, seed)
+        raw_s = time.perf_counter() - t0
+        out["raw_generate"] = {"tokens": raw_tok, "wall_s": round(raw_s, 2), "tok_s": round(raw_tok / raw_s, 1)}
+        out["protocol_vs_raw"] = round(out["batched"]["tok_s"] / out["raw_generate"]["tok_s"], 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=32)
+    ap.add_argument("--backends", default="hf", help="Comma-separated backend specs (e.g. hf,hf=unmerged).")
+    ap.add_argument("--template", default="math-trio")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    os.environ.setdefault("TEAMTR_CACHE", str(REPO / ".cache" / "teamtr"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.runtime.team import load_team
+    from teamtr_adapters.spec import load_spec
+
+    results = []
+    with tempfile.TemporaryDirectory() as home:
+        reg = Registry(home)
+        spec = load_spec(a.template)
+        reg.init_team(spec)
+        for spec_name in a.backends.split(","):
+            team = load_team(reg, spec.name, backend=spec_name, device=a.device, dtype=a.dtype)
+            items = team.task.sample(a.episodes, seed=a.seed, split="train")
+            team.rollout(items[:2], 1, a.seed + 1)  # warm-up (kernels, caches), not timed
+            results.append(measure(spec_name, team, items, a.seed))
+            del team
+    meta = {"episodes": a.episodes, "template": a.template, "device": a.device, "dtype": a.dtype,
+            "threads": _threads(), "cpu": _cpu()}
+    if a.json:
+        print(json.dumps({"meta": meta, "results": results}, indent=2))
+        return
+    print(f"team rollout throughput: {a.template}, {a.episodes} episodes, {meta['threads']} threads, {meta['cpu']}")
+    print(f"{'backend':<14} {'batched tok/s':>14} {'one-at-a-time tok/s':>20} {'ratio':>6} {'raw generate tok/s':>19}"
+          f" {'protocol/raw':>13}")
+    for r in results:
+        raw = r.get("raw_generate", {}).get("tok_s", "-")
+        print(f"{r['backend']:<14} {r['batched']['tok_s']:>14} {r['sequential']['tok_s']:>20} {r['ratio']:>6} "
+              f"{raw:>19} {r.get('protocol_vs_raw', '-'):>13}")
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown cpu"
+
+
+if __name__ == "__main__":
+    main()
