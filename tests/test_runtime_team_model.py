@@ -171,3 +171,20 @@ def test_adapter_bookkeeping_and_errors(tiny_base, adapter_dirs, tmp_path):
     with pytest.raises(IncompatibleAdapterError, match="does not load on base"):
         model.ensure_adapter("cc" * 32, bad)
     assert model.versions == [B]
+
+
+def test_calls_never_change_requires_grad(tm):
+    """peft's set_adapter/disable_adapter flip requires_grad; TeamModel must not (a trainer's trainable
+    adapter keeps its flags through rollouts and scoring)."""
+    trainable = {n for n, p in tm.peft.named_parameters() if f".{tm.adapter_name(A)}." in n}
+    for n, p in tm.peft.named_parameters():
+        p.requires_grad_(n in trainable)
+    try:
+        prompts, comps = _seqs(3, seed=7)
+        for versions in ([B] * 3, [None] * 3, [A, B, None]):
+            tm.generate([GenRequest(p, v, 2) for p, v in zip(prompts, versions)], temperature=1.0, seed=0)
+        tm.logprobs(prompts, comps, [A, B, None])
+        tm.token_kl(B, None, prompts, comps)
+        assert {n for n, p in tm.peft.named_parameters() if p.requires_grad} == trainable
+    finally:
+        tm.peft.requires_grad_(False)

@@ -105,16 +105,16 @@ class TeamModel:
         return None if all(v is None for v in rows) else [self.adapter_name(v) for v in rows]
 
     def _forward(self, ids: Any, mask: Any, cache: Any, names: list[str] | None, keep: int) -> Any:
-        """Logits of the last `keep` positions; `names=None` runs the base weights as they are."""
+        """Logits of the last `keep` positions; `names=None` runs the base weights as they are.
+
+        Adapters are always chosen per row (`adapter_names`), never with peft's `set_adapter` or
+        `disable_adapter`, which silently change `requires_grad` (a trainer's trainable set stays put)."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
         kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                   use_cache=cache is not None, logits_to_keep=keep)
-        if names is None or self.peft is None:
-            if self.peft is None:
-                return self.model(**kw).logits
-            with self.peft.disable_adapter():
-                return self.model(**kw).logits
-        return self.peft(**kw, adapter_names=names).logits
+        if self.peft is None:
+            return self.model(**kw).logits
+        return self.peft(**kw, adapter_names=names or [BASE_NAME] * ids.shape[0]).logits
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
         import torch
@@ -189,10 +189,10 @@ class TeamModel:
         step = 0
         while True:
             tok, lp = _pick(logits.float(), temperature, top_p, gen)
-            live = (~done).nonzero().flatten().tolist()
-            for j, t, l in zip(live, tok[~done].tolist(), lp[~done].tolist()):
-                out_ids[rows[j]].append(t)
-                out_lp[rows[j]].append(l)
+            live, row_of = (~done).nonzero().flatten().tolist(), rows.tolist()
+            for j, t, l in zip(live, tok[live].tolist(), lp[live].tolist()):
+                out_ids[row_of[j]].append(t)
+                out_lp[row_of[j]].append(l)
             step += 1
             done |= torch.isin(tok, self.eos_ids) | (step >= budget[rows])
             if bool(done.all()):
