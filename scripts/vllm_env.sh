@@ -23,4 +23,4 @@ PIP=("$ENV_DIR/bin/python" -m pip --disable-pip-version-check --quiet)
 "${PIP[@]}" install --no-deps --no-build-isolation -e .
 "$ENV_DIR/bin/python" -c "import vllm, teamtr_adapters.runtime.vllm_backend; print('vllm', vllm.__version__)"
 touch "$STAMP"
-echo "vLLM environment ready in $((SECONDS - start)) s: $ENV_DIR/bin/python -m pytest -m vllm tests/test_vllm_*.py"
+echo "vLLM environment ready in $((SECONDS - start)) s; tests: $ENV_DIR/bin/python -m pytest tests/test_vllm_*.py"

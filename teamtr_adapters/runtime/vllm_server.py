@@ -51,12 +51,12 @@ class VLLMServerBackend:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = timeout
         self.concurrency = concurrency
-        self.eos_ids = stop_ids(base)
-        self.tokenizer = load_tokenizer(base)
         models = [self._models(u) for u in self.urls]
         self.base_names = [next(m["id"] for m in ms if not m.get("parent")) for ms in models]
         self.context_window: int = min(int(next(m for m in ms if not m.get("parent")).get("max_model_len") or 0)
                                        for ms in models)
+        self.eos_ids = stop_ids(base)
+        self.tokenizer = load_tokenizer(base)
         self._loaded: set[str] = set()
 
     # -- HTTP ------------------------------------------------------------------------------------
