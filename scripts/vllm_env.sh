@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Build the separate vLLM environment (docs/vllm.md): `$VLLM_ENV` (default .venv-vllm) from the complete
 # lock requirements-vllm.txt, with this project installed into it editable and without dependencies.
-# Cached: rebuilt only when requirements-vllm.txt or this script change (a stamp named by their hash).
+# Cached: rebuilt only when requirements-vllm.txt changes (a stamp named by its hash; delete the env to force).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_DIR="${VLLM_ENV:-.venv-vllm}"
 PYTHON="${PYTHON:-python3}"
-KEY="$(cat requirements-vllm.txt scripts/vllm_env.sh | sha256sum | cut -c1-16)"
+KEY="$(sha256sum requirements-vllm.txt | cut -c1-16)"
 STAMP="$ENV_DIR/.installed-$KEY"
 
 if [ -f "$STAMP" ]; then
