@@ -7,9 +7,9 @@
    modules that exist in the base with matching shapes; never overridable;
 3. with a gate, `evaluate`: paired rollouts of held-out prompts with the incumbent team and with the
    candidate in place (same prompts, same seeds), the exact full-vocabulary D_tok(incumbent || candidate)
-   on the candidate team's states at the role's turns, the paired score difference with a seeded bootstrap
-   lower confidence bound, and the coordination regressions (prompts the incumbent team solved that the
-   candidate team fails);
+   on the candidate team's states at the role's turns (in float32: `train.align.upcast_for_kl`), the
+   paired score difference with a seeded bootstrap lower confidence bound, and the coordination
+   regressions (prompts the incumbent team solved that the candidate team fails);
 4. the decision: accept only if D_tok <= delta and LCB >= -epsilon; `force` overrides a refusal and is
    recorded; the report goes into the history event whether the swap was accepted or refused.
 
@@ -173,7 +173,7 @@ def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg
     from .runtime.protocol import rollout
     from .runtime.team_model import TeamModel
     from .tasks import get_task
-    from .train.align import kl_pass
+    from .train.align import kl_pass, upcast_for_kl
     from .train.policy import agent_rows
 
     say = progress or (lambda desc, done, total: None)
@@ -195,6 +195,7 @@ def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg
     cand_eps = inc_eps if candidate.id == incumbent.id else play({**pins, role: candidate.id}, "candidate")
     rows = agent_rows(cand_eps, role, [0.0] * len(cand_eps))
     say("D_tok on the candidate team's states", 0, 1)
+    upcast_for_kl(tm)
     kl = kl_pass(tm, incumbent.id, candidate.id, rows, temperature=spec.sampling.temperature or 1.0)
     say("D_tok on the candidate team's states", 1, 1)
     inc, cand = _scores(inc_eps, len(items)), _scores(cand_eps, len(items))
@@ -336,7 +337,7 @@ def probe_kl(registry: Registry, team: str, role: str, a: Candidate, b: Candidat
              progress: Progress | None = None) -> dict[str, Any]:
     """D_tok(A || B) on the states of `role`'s turns in training-prompt rollouts of `team` with A in place."""
     from .runtime.team_model import TeamModel
-    from .train.align import kl_pass, probe_rows
+    from .train.align import kl_pass, probe_rows, upcast_for_kl
 
     for c in (a, b):
         check_compatible(c.path, base)
@@ -348,6 +349,7 @@ def probe_kl(registry: Registry, team: str, role: str, a: Candidate, b: Candidat
     tm.ensure_adapter(a.id, a.path)
     tm.ensure_adapter(b.id, b.path)
     rows = probe_rows(tm, spec, pins, role, probes, seed, progress or (lambda desc, done, total: None))
+    upcast_for_kl(tm)
     kl = kl_pass(tm, a.id, b.id, rows, temperature=spec.sampling.temperature or 1.0)
     return {"team": team, "role": role, "probes": probes, "seed": seed, "contexts": len(rows),
             "states": int(kl.numel()), "d_tok": float(kl.mean())}

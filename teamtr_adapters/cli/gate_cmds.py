@@ -116,7 +116,7 @@ def render_report(rep: dict[str, Any]) -> None:
     ok = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
     regs = rep["regressions"]
     rows = [
-        ["D_tok(incumbent || candidate)", f"{rep['d_tok']:.5f} over {rep['kl_states']} states (p99 {rep['d_tok_p99']:.4f})",
+        ["D_tok(incumbent || candidate)", f"{rep['d_tok']:.4g} over {rep['kl_states']} states (p99 {rep['d_tok_p99']:.4g})",
          f"<= {cfg['delta']:g}", ok[rep["d_tok"] <= cfg["delta"]]],
         ["mean score incumbent -> candidate", f"{rep['score_incumbent']:.3f} -> {rep['score_candidate']:.3f}", "", ""],
         [f"paired diff, {cfg['confidence']:.0%} bootstrap LCB", f"{rep['diff_mean']:+.3f} (LCB {rep['diff_lcb']:+.3f})",
@@ -145,7 +145,7 @@ def rollback(
 
     reg = Registry()
     team = default_team(reg, team)
-    before = reg.manifest(team)["roles"][role] if role in reg.manifest(team)["roles"] else None
+    before = reg.manifest(team)["roles"].get(role)
     manifest = rollback_role(reg, team, role, to)
     emit(manifest, as_json, lambda m: console.print(
         f"{team}/{role}: {before['lineage']}:{before['name']} -> {m['roles'][role]['lineage']}:"
@@ -200,8 +200,8 @@ def render_align(r: dict[str, Any]) -> None:
         f"Stage-0 alignment of {r['candidate']['ref']} toward {r['team']}/{r['role']} {r['incumbent']['ref']}",
         ["", "value"],
         [["probe contexts", f"{r['contexts']} ({r['states']} token states)"],
-         ["D_tok(incumbent || candidate) before", f"{r['d_tok_before']:.5f}"],
-         ["D_tok(incumbent || aligned) after", f"{r['d_tok_after']:.5f}"],
+         ["D_tok(incumbent || candidate) before", f"{r['d_tok_before']:.4g}"],
+         ["D_tok(incumbent || aligned) after", f"{r['d_tok_after']:.4g}"],
          ["delta0", f"{r['config']['delta0']:g} ({reached})"],
          ["optimiser steps", r["steps"]],
          ["new version", f"{r['version']['ref']} ({short(r['version']['id'])})"]]))
@@ -249,7 +249,7 @@ def render_diff(r: dict[str, Any]) -> None:
                          for m in r["modules"]]))
     kl = r.get("kl")
     if kl:
-        console.print(f"D_tok(A || B) = {kl['d_tok']:.5f} over {kl['states']} states at {kl['team']}/{kl['role']}'s "
+        console.print(f"D_tok(A || B) = {kl['d_tok']:.4g} over {kl['states']} states at {kl['team']}/{kl['role']}'s "
                       f"turns ({kl['contexts']} contexts, {kl['probes']} prompts, seed {kl['seed']})", highlight=False)
     else:
         console.print(f"D_tok: not measured ({r.get('kl_note', 'no team to probe')})", highlight=False)

@@ -5,9 +5,10 @@ newcomer, `aligned_toward` = the incumbent).
 
 Probe contexts: the incumbent team rolls out `probes` training prompts (one episode each); every turn of
 the role is one context, and every token state of its message is a state of the loss. The loss is the
-exact full-vocabulary token KL (train/losses.py), averaged over all states: the same D_tok the swap gate
-measures (`kl_pass` is shared with it). Before each optimiser step D_tok is measured for the weights in
-place, so the reported final D_tok is exact for the stored version.
+exact full-vocabulary token KL (train/losses.py), averaged over all states, with the model in float32
+(`upcast_for_kl`): the same D_tok the swap gate measures (`kl_pass` is shared with it). Before each
+optimiser step D_tok is measured for the weights in place, so the reported final D_tok is exact for the
+stored version.
 """
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ class AlignConfig:
             if not ok:
                 raise InputError(msg)
         return self
+
+
+def upcast_for_kl(tm: Any) -> None:
+    """Put the TeamModel's weights (base and adapters) in float32, in place, before measuring D_tok.
+
+    Rollouts may run in bf16, but bf16 logits put a floor under the measured KL: on the embedded
+    SmolLM2-135M, D_tok between an adapter and a copy nudged by N(0, 1e-4^2) reads 2.4e-3 in bf16 and
+    1.1e-7 in float32 (a quarter of the default delta 0.01 is rounding). Upcasting bf16 weights is exact,
+    so the float32 measurement is of the very weights that generated the rollouts."""
+    (tm.peft if tm.peft is not None else tm.model).to(torch.float32)
 
 
 def kl_pass(tm: Any, ref_version: str, version: str, rows: LossRows, *, temperature: float,
@@ -104,12 +115,12 @@ def align_candidate(registry: Registry, team: str, role: str, ref: str, cfg: Ali
     for vid in set(pins.values()):
         tm.ensure_adapter(vid, registry.version_path(vid))
     rows = probe_rows(tm, spec, pins, role, cfg.probes, cfg.seed, say)
-    torch.manual_seed(cfg.seed)
+    upcast_for_kl(tm)
     work = WorkingCopy(tm, candidate.id, candidate.path, f"align-{candidate.id}", LossConfig(temperature=temperature),
                        micro_batch=cfg.micro_batch)
     try:
         curve, d_final, steps = distil(tm, incumbent.id, work, rows, cfg, temperature, say)
-        with tempfile.TemporaryDirectory(dir=registry.home, prefix=".align-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="teamtr-align-") as tmp:
             work.save(Path(tmp) / "adapter")
             metrics = {"d_tok_before": curve[0], "d_tok_after": d_final, "steps": steps,
                        "reached": d_final <= cfg.delta0, "contexts": len(rows), "states": rows.n_tokens}
