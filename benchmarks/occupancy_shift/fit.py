@@ -15,7 +15,8 @@ class ExponentFit:
     level: float
     means: dict[int | float, float]  # mean value per size
     mean_ci: dict[int | float, tuple[float, float]]  # bootstrap interval of each mean
-    dropped: float                   # fraction of bootstrap replicates with a mean <= 0 (left out)
+    dropped: float                   # fraction of bootstrap replicates with a mean <= 0 or a ratio
+                                     # over a zero mean (left out)
 
     def as_dict(self) -> dict:
         return {"exponent": self.exponent, "ci": list(self.ci), "level": self.level,
@@ -46,20 +47,23 @@ def fit_exponent(values: Mapping[int | float, Sequence[float]], *,
         [np.asarray(relative_to[k], dtype=float) for k in sizes]
     if any(d.size == 0 or d.shape != e.shape for d, e in zip(num, den)):
         raise ValueError("every size needs at least one value (and as many paired values)")
-    means = np.array([d.mean() / e.mean() for d, e in zip(num, den)])
-    if np.any(means <= 0):
-        raise ValueError("an exponent needs positive means; fit the magnitude of a signed quantity")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.array([d.mean() / e.mean() for d, e in zip(num, den)])
+    if not np.all(np.isfinite(means) & (means > 0)):
+        raise ValueError("an exponent needs positive means (and non-zero reference means); fit the magnitude "
+                         "of a signed quantity")
     x = np.log(np.asarray(sizes, dtype=float))
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(sizes)))
-    for j, (d, e) in enumerate(zip(num, den)):
-        idx = rng.integers(d.size, size=(n_boot, d.size))
-        boot[:, j] = d[idx].mean(axis=1) / e[idx].mean(axis=1)
-    ok = np.all(boot > 0, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resampled denominator of 0: left out below
+        for j, (d, e) in enumerate(zip(num, den)):
+            idx = rng.integers(d.size, size=(n_boot, d.size))
+            boot[:, j] = d[idx].mean(axis=1) / e[idx].mean(axis=1)
+    ok = np.all(np.isfinite(boot) & (boot > 0), axis=1)
     slopes = _slopes(x, np.log(boot[ok]))
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(slopes, [tail, 100 - tail])
-    mlo, mhi = np.percentile(boot, [tail, 100 - tail], axis=0)
+    mlo, mhi = np.nanpercentile(boot, [tail, 100 - tail], axis=0)  # nan: a 0/0 ratio replicate
     return ExponentFit(
         exponent=float(_slopes(x, np.log(means))),
         ci=(float(lo), float(hi)),

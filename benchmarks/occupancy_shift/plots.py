@@ -43,22 +43,39 @@ def plot_fits(ax, fits: Mapping[str, ExponentFit], *, ref_slopes: Sequence[float
     ax.legend(fontsize=7)
 
 
+def plot_points(ax, series: Mapping[str, Series]) -> None:
+    """Every value of each series as a faint dot (spread a little around its size), in the colour of the
+    matching `plot_fits` series; values <= 0 cannot be shown on log axes and are left out."""
+    for (label, values), container in zip(series.items(), ax.containers):
+        xs, ys = [], []
+        for size, vs in values.items():
+            for j, v in enumerate(vs):
+                if v > 0:
+                    xs.append(size * (1 + 0.03 * (j - (len(vs) - 1) / 2)))
+                    ys.append(v)
+        ax.scatter(xs, ys, s=10, color=container[0].get_color(), alpha=0.4, zorder=1)
+
+
 def plot_scaling(ax, series: Mapping[str, Series], *, ref_slopes: Sequence[float] = (1.0, 2.0),
-                 n_boot: int = 4000) -> dict[str, ExponentFit]:
-    """Fit each {size: [values]} series (`fit_exponent`) and plot it with `plot_fits`; returns the fits."""
+                 n_boot: int = 4000, points: bool = False) -> dict[str, ExponentFit]:
+    """Fit each {size: [values]} series (`fit_exponent`) and plot it with `plot_fits` (and, with `points`,
+    every value with `plot_points`); returns the fits."""
     fits = {label: fit_exponent(values, n_boot=n_boot) for label, values in series.items()}
     plot_fits(ax, fits, ref_slopes=ref_slopes)
+    if points:
+        plot_points(ax, series)
     return fits
 
 
 def save_scaling_figure(panels: Mapping[str, Mapping[str, Series]], path: Path, *, xlabel: str = "team size n",
-                        ylabel: str = "", ref_slopes: Sequence[float] = (1.0, 2.0)) -> dict[str, dict]:
-    """One log-log panel per entry of `panels` ({title: {label: {size: [values]}}}); returns the fits
-    ({title: {label: fit dict}})."""
+                        ylabel: str = "", ref_slopes: Sequence[float] = (1.0, 2.0),
+                        points: bool = False) -> dict[str, dict]:
+    """One log-log panel per entry of `panels` ({title: {label: {size: [values]}}}), with every value as a
+    dot when `points`; returns the fits ({title: {label: fit dict}})."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
     out = {}
     for ax, (title, series) in zip(axes[0], panels.items()):
-        fits = plot_scaling(ax, series, ref_slopes=ref_slopes)
+        fits = plot_scaling(ax, series, ref_slopes=ref_slopes, points=points)
         out[title] = {k: f.as_dict() for k, f in fits.items()}
         ax.set_title(title)
         ax.set_xlabel(xlabel)

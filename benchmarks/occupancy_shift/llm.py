@@ -1,0 +1,433 @@
+"""The LLM half of the occupancy-shift study: the real trainer (`teamtr_adapters.train`) on generated teams of
+n agents, one stage per (n, method, seed), measuring per component update the stale gap |L_fresh - L_stale|
+(the trainer's diagnostics) and the occupancy divergence KL(d_intermediate || d_start) of the contexts the
+updated agent reads; growth exponents in n with bootstrap intervals over seeds (fit.py), a printed table,
+JSON and PNG plots (plots.py).
+
+    python -m benchmarks.occupancy_shift.llm --quick     # tiny random model, n = 2, 3 (seconds)
+    python -m benchmarks.occupancy_shift.llm             # SmolLM2-135M, n = 2, 3, 4, 6, 8 (docs/occupancy.md)
+
+Every finished stage is appended to `runs.jsonl` in the output folder; a rerun with the same setup skips
+the stages already there (delete the file to start over), so an interrupted full run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from teamtr_adapters.registry import Registry
+from teamtr_adapters.runtime.base import resolve_base
+from teamtr_adapters.runtime.protocol import build_prompt
+from teamtr_adapters.spec import TeamSpec, spec_from_dict
+from teamtr_adapters.tasks import get_task
+from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+
+from .fit import fit_exponent
+from .run import reference_slopes, write_json
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "occupancy_shift" / "llm"
+METHODS = ("teamtr", "stale")
+TINY = "tiny"  # Config.base: build a tiny random digit-guessing Llama (see `build_tiny_base`)
+DIGITS = [str(d) for d in range(10)]
+DEFINITIONS = {
+    "gaps": "per update |L_fresh - L_stale| (UpdateRecord.stale_gap): the update's surrogate gain on rollouts of "
+            "the intermediate team minus that on the stage-start rollouts",
+    "div": "per update KL(d_intermediate || d_start) of the contexts the updated agent reads, exact-conditional "
+           "estimate: mean over the intermediate team's episodes of the sum, over the messages written before "
+           "the agent's turn by agents already updated in the stage, of the full-vocabulary token KLs "
+           "KL(pi_new(.|s) || pi_start(.|s)) at the message's token states",
+    "div_sampled": "the same KL, sampled estimate: the sum of log pi_new(m) - log pi_start(m) over those messages",
+    "G": "stage stale gap: sum of gaps over the stage's n updates",
+    "D": "stage occupancy divergence: sum of div over the stage's n updates",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    ns: tuple[int, ...] = (2, 3, 4, 6, 8)
+    seeds: int = 2
+    base: str = "embedded"
+    max_new_tokens: int = 8
+    prompts: int = 4
+    group_size: int = 2
+    steps: int = 1
+    lr: float = 1.5e-3
+    delta: float = 0.01
+    temperature: float = 0.8
+    lora_rank: int = 4
+    dtype: str = "auto"
+    n_boot: int = 4000
+
+    def setup(self) -> dict[str, Any]:
+        """What a stage's numbers depend on (the grid, ns and seeds, may grow between runs)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("ns", "seeds", "n_boot")}
+
+    def setup_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.setup(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+QUICK = Config(ns=(2, 3), seeds=2, base=TINY, max_new_tokens=1, prompts=2, group_size=4, lr=1e-2, delta=0.05,
+               temperature=1.0, dtype="float32", n_boot=1000)
+
+
+# -- the team and its model ------------------------------------------------------------------------------
+def team_spec(n: int, cfg: Config, base: str) -> TeamSpec:
+    """n agents agent1..agentN speaking once each in order on arithmetic (difficulty 1); the last one's
+    message is scored. Validated like a user's spec."""
+    roles = [{"name": f"agent{i}", "max_new_tokens": cfg.max_new_tokens,
+              "system_prompt": f"You are agent{i} of {n}. Reply 'Answer: <number>'."} for i in range(1, n + 1)]
+    return spec_from_dict({
+        "name": f"occupancy-n{n}", "base": base, "roles": roles,
+        "task": {"name": "arithmetic", "params": {"difficulty": 1}},
+        "sampling": {"temperature": cfg.temperature},
+        "lora": {"rank": cfg.lora_rank, "alpha": 2 * cfg.lora_rank, "target_modules": ["q_proj", "v_proj"]},
+        "trust_region": {"delta": cfg.delta, "group_size": cfg.group_size, "prompts_per_update": cfg.prompts,
+                         "lr": cfg.lr},
+    })
+
+
+def build_tiny_base(out: Path) -> Path:
+    """A tiny random Llama (2 layers, hidden 64, the embedded model's tokenizer; as in tests/conftest.py)
+    whose digit tokens' embeddings lie along its mean final hidden state, so that it answers with a
+    near-uniform random digit: a random team with a reward rate of a few percent on one-token messages, so
+    the arithmetic task gives a learning signal in seconds."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in resolve_base("embedded").path.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, out / f.name)
+    tok = AutoTokenizer.from_pretrained(out)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=1,
+        eos_token_id=2, pad_token_id=2))
+    items = get_task("arithmetic", {"difficulty": 1}).sample(8, seed=0)
+    digits = tok.convert_tokens_to_ids(DIGITS)
+    with torch.no_grad():
+        h = torch.stack([model.model(torch.tensor([build_prompt(tok, "You are agent1.", it.prompt, [])]))
+                         .last_hidden_state[0, -1] for it in items]).mean(0)
+        emb = model.model.embed_tokens.weight
+        emb[digits] = 15.0 * h / h.norm() ** 2 + 0.02 * torch.randn(len(digits), emb.shape[1])
+    model.save_pretrained(out)
+    (out / "teamtr_base.json").write_text(json.dumps({"name": "tiny-digit-llama"}))
+    return out
+
+
+# -- the divergence ---------------------------------------------------------------------------------------
+def occupancy_divergence(tm: Any, episodes: Sequence[Any], start_pins: dict[str, str], role: str, *,
+                         temperature: float, batch_size: int = 8) -> tuple[float, float]:
+    """KL(d_now || d_start) of the contexts `role` reads, estimated on `episodes` (rollouts of the current
+    team, which differs from the stage-start team `start_pins` only in agents updated since).
+
+    Only the updated agents' message probabilities differ, so by the chain rule the KL is the expected sum,
+    over those agents' messages before `role`'s first turn, of the token KLs KL(pi_new(.|s) || pi_start(.|s))
+    at the message's token states (full vocabulary, softmax(logits / temperature)). Returns (that mean over
+    episodes, never negative; the sampled mean of log pi_new(m) - log pi_start(m) over the same messages,
+    unbiased for the same KL). Both are 0 when no agent has changed."""
+    rows = []  # (episode index, turn) of every updated agent's message the role reads
+    for k, ep in enumerate(episodes):
+        for turn in ep.turns:
+            if turn.role == role:
+                break
+            if turn.version != start_pins[turn.role] and turn.message_ids:
+                rows.append((k, turn))
+    exact, sampled = np.zeros(len(episodes)), np.zeros(len(episodes))
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            prompts, comps = [t.prompt_ids for _, t in chunk], [t.message_ids for _, t in chunk]
+            versions = [t.version for _, t in chunk] + [start_pins[t.role] for _, t in chunk]
+            logits, targets, mask = tm.completion_logits(prompts * 2, comps * 2, versions)
+            new, old = torch.log_softmax(logits.double() / (temperature or 1.0), -1).split(len(chunk))
+            mask = mask[:len(chunk)].double()
+            kl = ((new.exp() * (new - old)).sum(-1).clamp(min=0.0) * mask).sum(-1)  # clamp: rounding only
+            ratio = ((new - old).gather(-1, targets[:len(chunk), :, None])[..., 0] * mask).sum(-1)
+            for (k, _), a, b in zip(chunk, kl.tolist(), ratio.tolist()):
+                exact[k] += a
+                sampled[k] += b
+    return (float(exact.mean()), float(sampled.mean())) if len(episodes) else (0.0, 0.0)
+
+
+class StudyTrainer(Trainer):
+    """The trainer, unchanged, plus the occupancy divergence of every update's intermediate team (the
+    rollouts its L_fresh is scored on) from the stage-start team, measured before the update."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.divergence: dict[int, tuple[float, float]] = {}  # update index -> (exact, sampled)
+
+    def update(self, role, data, *, stage, stage_start, fresh, happo=None):
+        div = occupancy_divergence(self.tm, fresh.episodes, stage_start.pins, role,
+                                   temperature=self.loss_cfg.temperature, batch_size=self.cfg.micro_batch)
+        rec, work = super().update(role, data, stage=stage, stage_start=stage_start, fresh=fresh, happo=happo)
+        self.divergence[rec.update] = div
+        return rec, work
+
+
+# -- one stage --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    n: int
+    method: str
+    seed: int
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.4g}")
+
+
+def prepare_team(n: int, cfg: Config, base: str, root: Path) -> Path:
+    """A registry home holding the fresh team of n agents (copied for every stage: each starts from it)."""
+    home = root / f"team-n{n}"
+    if not home.is_dir():
+        Registry(home).init_team(team_spec(n, cfg, base))
+    return home
+
+
+def run_one(task: Task, cfg: Config, base: str, team_home: Path, threads: int = 1) -> dict:
+    """One stage of `task.method` from the fresh team; the per-update diagnostics and divergences."""
+    torch.set_num_threads(threads)
+    spec = team_spec(task.n, cfg, base)
+    with tempfile.TemporaryDirectory(prefix="occupancy-llm-") as tmp:
+        home = Path(tmp) / "home"
+        shutil.copytree(team_home, home)
+        t0 = time.perf_counter()
+        trainer = StudyTrainer(Registry(home), spec.name,
+                               TrainConfig(method=task.method, steps=cfg.steps, seed=task.seed, diag_fresh=True),
+                               device="cpu", dtype=cfg.dtype, run_dir=Path(tmp) / "run")
+        res = run_stages(trainer, 1)
+        wall = time.perf_counter() - t0
+    recs = res.records
+    div = [trainer.divergence[r.update] for r in recs]
+    out = {
+        "n": task.n, "method": task.method, "seed": task.seed, "setup": cfg.setup_id(),
+        "gaps": [_r(r.stale_gap) for r in recs], "div": [_r(d[0]) for d in div],
+        "div_sampled": [_r(d[1]) for d in div],
+        "l_fresh": [_r(r.l_fresh) for r in recs], "l_stale": [_r(r.l_stale) for r in recs],
+        "d_tok": [_r(r.d_tok_mean) for r in recs], "d_tok_fresh": [_r(r.d_tok_fresh) for r in recs],
+        "accepted": [r.version is not None for r in recs], "backtracks": sum(r.backtracks for r in recs),
+        "reward_start": _r(recs[0].reward_before), "reward_end": _r(recs[-1].reward_after),
+        "tokens": res.summary["tokens"], "diag_tokens": res.summary["diag_tokens"], "wall_s": round(wall, 1),
+    }
+    out["G"] = _r(sum(out["gaps"]))
+    out["D"] = _r(sum(out["div"]))
+    out["D_sampled"] = _r(sum(out["div_sampled"]))
+    return out
+
+
+def read_runs(path: Path, cfg: Config) -> list[dict]:
+    """The stages of `path` (runs.jsonl) measured with this setup, on this grid."""
+    if not path.is_file():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in runs if r["setup"] == cfg.setup_id() and r["n"] in cfg.ns and r["seed"] < cfg.seeds]
+
+
+def run_all(cfg: Config, out: Path, jobs: int = 1, threads: int = 1, log=print) -> list[dict]:
+    """Every (seed, n, method) stage not yet in out/runs.jsonl, seed-major (complete sweeps over n first);
+    each finished stage is appended at once. Returns every stage of the grid in the file."""
+    path = out / "runs.jsonl"
+    done = {(r["n"], r["method"], r["seed"]) for r in read_runs(path, cfg)}
+    todo = [Task(n, m, s) for s in range(cfg.seeds) for n in cfg.ns for m in METHODS if (n, m, s) not in done]
+    if todo:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with tempfile.TemporaryDirectory(prefix="occupancy-llm-teams-") as tmp, open(path, "a") as f:
+                root = Path(tmp)
+                base = str(build_tiny_base(root / "tiny-base")) if cfg.base == TINY else cfg.base
+                homes = {n: prepare_team(n, cfg, base, root) for n in sorted({t.n for t in todo})}
+                for r in _finished([(t, cfg, base, homes[t.n], threads) for t in todo], jobs):
+                    f.write(json.dumps(r, separators=(",", ":")) + "\n")
+                    f.flush()
+                    log(f"  n = {r['n']} {r['method']:<6} seed {r['seed']}: G = {r['G']:.4g}, D = {r['D']:.4g} "
+                        f"({r['wall_s']:.0f} s)")
+        finally:
+            torch.set_num_threads(before)
+    return read_runs(path, cfg)
+
+
+def _finished(work: list[tuple], jobs: int) -> Iterator[dict]:
+    """`run_one` over `work`, as the stages finish: in this process with one job, else in `jobs` spawned
+    processes (fresh interpreters: no OpenMP state forked from this one)."""
+    if jobs <= 1:
+        for w in work:
+            yield run_one(*w)
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for fut in as_completed([pool.submit(run_one, *w) for w in work]):
+            yield fut.result()
+
+
+# -- analysis ---------------------------------------------------------------------------------------------
+def by_n(runs: list[dict], method: str, key: str) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for r in sorted(runs, key=lambda r: (r["n"], r["seed"])):
+        if r["method"] == method:
+            out.setdefault(r["n"], []).append(r[key])
+    return out
+
+
+def paired(runs: list[dict], key: str) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """{n: [stale values]}, {n: [teamtr values]} over the seeds measured with both methods, in seed order."""
+    vals = {(r["n"], r["seed"], r["method"]): r[key] for r in runs}
+    keys = sorted({(n, s) for n, s, _ in vals if all((n, s, m) in vals for m in METHODS)})
+    num: dict[int, list[float]] = {}
+    den: dict[int, list[float]] = {}
+    for n, s in keys:
+        num.setdefault(n, []).append(vals[n, s, "stale"])
+        den.setdefault(n, []).append(vals[n, s, "teamtr"])
+    return num, den
+
+
+def try_fit(values: dict, cfg: Config, relative_to: dict | None = None) -> dict:
+    """fit_exponent's result as a dict, or {"error": why} (fewer than two sizes, a zero mean)."""
+    try:
+        return fit_exponent(values, relative_to=relative_to, n_boot=cfg.n_boot).as_dict()
+    except ValueError as e:
+        return {"error": str(e)}
+
+
+def analyse(runs: list[dict], cfg: Config) -> dict:
+    fits = {f"{q}_{m}": try_fit(by_n(runs, m, q), cfg) for q in ("G", "D") for m in METHODS}
+    for q in ("G", "D"):
+        num, den = paired(runs, q)
+        fits[f"{q}_stale/{q}_teamtr"] = try_fit(num, cfg, relative_to=den)
+    means = {f"{q}_{m}": {n: float(np.mean(v)) for n, v in by_n(runs, m, q).items()}
+             for q in ("G", "D", "D_sampled", "reward_start", "reward_end") for m in METHODS}
+    accepted = {m: {n: float(np.mean([np.mean(a) for a in v])) for n, v in by_n(runs, m, "accepted").items()}
+                for m in METHODS}
+    out_of_region = {m: {n: float(np.mean([np.mean([d > cfg.delta for d in x if d is not None]) for x in v]))
+                         for n, v in by_n(runs, m, "d_tok_fresh").items()} for m in METHODS}
+    return {"fits": fits, "mean": means, "accepted_share": accepted, "out_of_region_share": out_of_region,
+            "seeds_per_n": {m: {n: len(v) for n, v in by_n(runs, m, "G").items()} for m in METHODS}}
+
+
+def make_plots(runs: list[dict], summary: dict, cfg: Config, out: Path) -> list[str]:
+    """Scaling of G and D in n (means with bootstrap intervals, every seed as a dot), the paired stale/teamtr
+    ratios, and the per-update gap and divergence profiles. Series that cannot be fitted are left out."""
+    from .plots import save_profile_figure, save_ratio_figure, save_scaling_figure
+
+    fits = summary["fits"]
+    panels = {title: {m: by_n(runs, m, q) for m in METHODS if "error" not in fits[f"{q}_{m}"]}
+              for q, title in (("G", "stage stale gap G"), ("D", "occupancy divergence D"))}
+    names = []
+    if any(panels.values()):
+        save_scaling_figure({t: s for t, s in panels.items() if s}, out / "scaling.png", ylabel="sum over the stage",
+                            points=True)
+        names.append("scaling.png")
+    ratios = {f"{q}_stale/{q}_teamtr": paired(runs, q) for q in ("G", "D")
+              if "error" not in fits[f"{q}_stale/{q}_teamtr"]}
+    if ratios:
+        save_ratio_figure(ratios, out / "ratio.png", ylabel="stale / teamtr (ratio of means, paired seeds)",
+                          n_boot=cfg.n_boot)
+        names.append("ratio.png")
+    for key, name, ylabel in (("gaps", "gap_profile.png", "stale gap |L_fresh - L_stale|"),
+                              ("div", "div_profile.png", "KL(d_intermediate || d_start)")):
+        save_profile_figure({m: by_n(runs, m, key) for m in METHODS if by_n(runs, m, key)}, out / name,
+                            ylabel=ylabel)
+        names.append(name)
+    return names
+
+
+def _fmt_mean(values: list[float]) -> str:
+    return f"{np.mean(values):.4g} ± {np.std(values, ddof=1) / np.sqrt(len(values)):.2g}" if len(values) > 1 \
+        else f"{values[0]:.4g}"
+
+
+def table(runs: list[dict], summary: dict, cfg: Config) -> str:
+    lines = [f"{'n':>3} {'method':<7}{'seeds':>6} {'G (mean ± se)':>20} {'D (mean ± se)':>20} "
+             f"{'D sampled':>10} {'accepted':>9} {'reward':>13}"]
+    for n in cfg.ns:
+        for m in METHODS:
+            rs = [r for r in runs if r["n"] == n and r["method"] == m]
+            if not rs:
+                continue
+            acc = np.mean([np.mean(r["accepted"]) for r in rs])
+            rew = f"{np.mean([r['reward_start'] for r in rs]):.2f} -> {np.mean([r['reward_end'] for r in rs]):.2f}"
+            lines.append(f"{n:>3} {m:<7}{len(rs):>6} {_fmt_mean([r['G'] for r in rs]):>20} "
+                         f"{_fmt_mean([r['D'] for r in rs]):>20} {np.mean([r['D_sampled'] for r in rs]):>10.4g} "
+                         f"{acc:>9.2f} {rew:>13}")
+    lines.append("exponents in n (95 % bootstrap over seeds):")
+    for k, fit in summary["fits"].items():
+        text = f"{fit['exponent']:6.2f}  [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]" if "error" not in fit \
+            else f"  -- ({fit['error']})"
+        lines.append(f"  {k:<18} {text}")
+    ref = ", ".join(f"{k}: {v:.2f}" for k, v in reference_slopes(cfg.ns).items())
+    lines.append(f"the same regression over n = {', '.join(map(str, cfg.ns))} on exact shapes: {ref}")
+    return "\n".join(lines)
+
+
+def columns(runs: list[dict]) -> list[dict]:
+    """One compact record per (n, method) with one list per field over the seeds."""
+    groups: dict[tuple, dict] = {}
+    for r in sorted(runs, key=lambda r: (r["n"], METHODS.index(r["method"]), r["seed"])):
+        g = groups.setdefault((r["n"], r["method"]), {"n": r["n"], "method": r["method"]})
+        for k, v in r.items():
+            if k not in ("n", "method", "setup"):
+                g.setdefault(k, []).append(v)
+    return list(groups.values())
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.occupancy_shift.llm", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny random model, n = 2, 3, 2 seeds (seconds)")
+    p.add_argument("--out", type=Path, help="output folder (default: benchmarks/results/occupancy_shift/llm, "
+                                            "or a temp folder with --quick)")
+    p.add_argument("--seeds", type=int, help="seeds per (n, method)")
+    p.add_argument("--ns", type=int, nargs="+", help="team sizes (2..8)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="stages run in parallel processes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (default 1: on a shared, loaded machine 2 threads made a "
+                        "prefill 18x slower through OpenMP spin-waits)")
+    a = p.parse_args(argv)
+    cfg = QUICK if a.quick else Config()
+    if a.seeds is not None:
+        if a.seeds < 1:
+            p.error("--seeds must be at least 1")
+        cfg = replace(cfg, seeds=a.seeds)
+    if a.ns:
+        if any(not 2 <= n <= 8 for n in a.ns) or len(set(a.ns)) != len(a.ns):
+            p.error("--ns must be distinct team sizes within 2..8")
+        cfg = replace(cfg, ns=tuple(sorted(a.ns)))
+    if a.jobs < 1 or a.threads < 1:
+        p.error("--jobs and --threads must be at least 1")
+    out = a.out or (Path(tempfile.gettempdir()) / "occupancy_shift_llm_quick" if a.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    t0 = time.perf_counter()
+    runs = run_all(cfg, out, a.jobs, a.threads)
+    runtime = time.perf_counter() - t0
+    summary = analyse(runs, cfg)
+    plots = make_plots(runs, summary, cfg, out)
+    head = {"config": asdict(cfg), "setup_id": cfg.setup_id(), "jobs": a.jobs, "threads": a.threads,
+            "stages": len(runs),
+            "runtime_s_this_call": round(runtime, 1), "stage_wall_s_total": round(sum(r["wall_s"] for r in runs), 1),
+            "definitions": DEFINITIONS, "reference_slopes": reference_slopes(cfg.ns), "summary": summary,
+            "plots": plots}
+    write_json(out / "occupancy_llm.json", head, columns(runs))
+    print(table(runs, summary, cfg))
+    print(f"\n{len(runs)} stages ({head['stage_wall_s_total']:.0f} s of stage wall time in all; "
+          f"{runtime:.0f} s in this call); wrote {out}")
+    return head
+
+
+if __name__ == "__main__":
+    main()
