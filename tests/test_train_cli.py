@@ -40,7 +40,7 @@ def test_train_cli_runs_updates_and_report_draws_them(cli, tiny_team):
     d = json.loads(out)
     assert d["updates"] == 2 and [r["role"] for r in d["records"]] == ["critic", "critic"]
     assert d["tokens"] == sum(r["tokens"] for r in d["records"]) > 0
-    assert d["records"][1]["parent"] == d["records"][0]["version"]
+    assert d["records"][1]["parent"] == (d["records"][0]["version"] or d["records"][0]["parent"])
     code, out, err = cli("report", d["run"], "--json")
     assert code == 0, err and json.loads(out)["summary"]["updates"] == 2
     code, _, err = cli("train", "--team", "tiny-duo", "--stages", "1", "--method", "bogus")

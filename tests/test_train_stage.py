@@ -14,10 +14,15 @@ from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
 TINY = dict(device="cpu", dtype="float32")
 
 
+def even_first_token(episode) -> float:
+    """A synthetic reward with spread for the random tiny model: the final message starts with an even id."""
+    return float(episode.turns[-1].message_ids[0] % 2 == 0)
+
+
 def _trainer(reg, **cfg) -> Trainer:
-    base = dict(steps=2, group_size=2, prompts=2, max_new_tokens=4, micro_batch=4, lr=1e-2, delta=0.05)
+    base = dict(steps=2, group_size=4, prompts=2, max_new_tokens=4, micro_batch=8, lr=1e-2, delta=0.05)
     base.update(cfg)
-    return Trainer(reg, "tiny-duo", TrainConfig(**base), **TINY)
+    return Trainer(reg, "tiny-duo", TrainConfig(**base), reward_fn=even_first_token, **TINY)
 
 
 def _weights(tm, version: str) -> dict[str, torch.Tensor]:
@@ -143,6 +148,17 @@ def test_non_finite_loss_aborts_and_writes_nothing(tiny_team):
         t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
     assert len(tiny_team.list_versions()) == 2 and tiny_team.manifest("tiny-duo")["revision"] == 1
     assert not any(p.requires_grad for p in t.tm.peft.parameters())
+
+
+def test_no_advantage_signal_takes_no_step_and_writes_nothing(tiny_team):
+    t = _trainer(tiny_team)
+    ro = t.rollout(t.task.sample(2, seed=0, split="train"), seed=1)
+    for e in ro.episodes:
+        e.reward = 1.0  # equal rewards in every group: every advantage is 0
+    rec, work = t.update("solver", ro, stage=0, stage_start=ro, fresh=ro)
+    assert rec.steps == 0 and rec.d_tok_mean == 0.0 and not work.changed()
+    t.commit([(rec, work)])
+    assert rec.version is None and tiny_team.manifest("tiny-duo")["revision"] == 1
 
 
 @pytest.mark.parametrize("method,sets", [("teamtr", 4), ("stale", 2), ("resample-every-k", 2), ("joint", 2)])

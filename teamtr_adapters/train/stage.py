@@ -126,11 +126,12 @@ def _seed(*parts: Any) -> int:
 
 class Trainer:
     """The team being trained: registry, spec, the TeamModel with every pinned version loaded, the
-    current pins, per-agent KL coefficients and the run's diagnostics log."""
+    current pins, per-agent KL coefficients and the run's diagnostics log. `reward_fn` replaces the
+    task verifier's reward of every rollout (a synthetic task for experiments and tests)."""
 
     def __init__(self, registry: Registry, team: str, cfg: TrainConfig, *, device: str = "auto",
                  dtype: str = "auto", progress: Progress | None = None, run_dir: Path | None = None,
-                 single_role: str | None = None) -> None:
+                 single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None) -> None:
         from ..runtime.base import resolve_base
         from ..runtime.team_model import TeamModel
         from ..tasks import get_task
@@ -159,6 +160,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else registry.home / "runs" / self.run_id
         self.log = DiagnosticsLog(self.run_dir / "updates.jsonl")
         self.progress = progress or (lambda phase, done, total: None)
+        self.reward_fn = reward_fn
         self.records: list[UpdateRecord] = []  # finished records, in order
         self.pending: list[UpdateRecord] = []  # committed updates waiting for the next rollout's reward
         self.n_updates = 0
@@ -192,6 +194,9 @@ class Trainer:
         episodes = rollout(self.tm, spec, items, group_size=g, seed=seed, pins=self.pins,
                            prefix=prev.episodes if prev else None, from_turn=from_turns or 0,
                            progress=lambda done, total: self.progress(phase, done, total))
+        if self.reward_fn is not None:
+            for e in episodes:
+                e.reward = float(self.reward_fn(e))
         starts = from_turns or [0] * len(episodes)
         tokens = sum(len(t.message_ids) for e, k in zip(episodes, starts) for t in e.turns[k:])
         ro = Rollouts(sorted(episodes, key=lambda e: (e.item_index, e.sample)), dict(self.pins), seed, tokens,
@@ -263,17 +268,20 @@ class Trainer:
         """Optimiser steps under the hard trust region; returns the measurement of the accepted parameters.
         The pass after a step both measures D_tok there and computes the next gradient (one forward)."""
         c, beta = self.cfg, self.betas[role]
+        # No advantage signal (every group's rewards equal): no step. Adam would otherwise turn the
+        # round-off left in the KL gradient into full-size random steps.
+        steps = c.steps if any(a != 0 for a in rows.adv) else 0
         opt = torch.optim.Adam(work.params, lr=c.lr)
         tr = TrustRegion(work.params, opt, c.delta, max_backtracks=c.max_backtracks, shrink=c.shrink,
                          hard=c.hard_check)
         cache: list[torch.Tensor] = []
-        m = work.run_pass(rows, cache, beta.beta, backward=c.steps > 0)  # at the parent: D_tok = 0
-        for k in range(c.steps):
-            self.progress("optimise", k, c.steps)
+        m = work.run_pass(rows, cache, beta.beta, backward=steps > 0)  # at the parent: D_tok = 0
+        for k in range(steps):
+            self.progress("optimise", k, steps)
             tr.step()
             accepted = m
             while True:
-                m = work.run_pass(rows, cache, beta.beta, backward=k < c.steps - 1)
+                m = work.run_pass(rows, cache, beta.beta, backward=k < steps - 1)
                 verdict = tr.check(m.d_mean)
                 if verdict != BACKTRACK:
                     break
@@ -283,7 +291,7 @@ class Trainer:
                 m = accepted
                 break
             beta.update(m.d_mean)
-        self.progress("optimise", c.steps, c.steps)
+        self.progress("optimise", steps, steps)
         s = tr.stats
         rec.steps, rec.accepted_steps, rec.backtracks = s.steps, s.accepted_steps, s.backtracks
         rec.rejected_steps, rec.out_of_region_events = s.rejected_steps, s.out_of_region_events
