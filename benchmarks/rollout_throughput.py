@@ -15,6 +15,9 @@ compare tokens/s, not wall times.
 
 A backend measured here is any name `runtime.backend.create_backend` knows (`NAME` or `NAME=ARG`);
 its raw-generate function comes from `RAW_GENERATE` (a backend without one reports no raw line).
+`vllm` and `vllm-server` run in the vLLM environment (docs/vllm.md); a bare `vllm-server` starts a local
+server on loopback for the run (`runtime.vllm_server.local_server`), `vllm-server=URL` uses a running one.
+`vs_first` is each backend's batched tok/s over the first backend's.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,27 +56,32 @@ def raw_generate_hf(backend: Any, turns: list[tuple[list[list[int]], int]], temp
     return tokens
 
 
+def raw_generate_vllm(backend: Any, turns: list[tuple[list[list[int]], int]], temperature: float, seed: int) -> int:
+    """vLLM's `LLM.generate` on the bare base (no LoRA, no log-probs) for each turn's batch; returns tokens."""
+    from vllm import SamplingParams
+
+    tokens = 0
+    for t, (prompts, budget) in enumerate(turns):
+        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=budget, seed=seed + t,
+                                stop_token_ids=backend.eos_ids, detokenize=False)
+        outs = backend.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+    return tokens
+
+
 # backend name -> raw generate(backend, [(turn prompts, budget)], temperature, seed) -> tokens
-RAW_GENERATE: dict[str, Callable[..., int]] = {"hf": raw_generate_hf}
+RAW_GENERATE: dict[str, Callable[..., int]] = {"hf": raw_generate_hf, "vllm": raw_generate_vllm}
 
 
 def measure(spec_name: str, team: Any, items: list[Any], seed: int) -> dict[str, Any]:
-    """Batched rollout, one-at-a-time rollout and raw generate on the same prompts."""
+    """Batched rollout, raw generate on its batches, then one-at-a-time rollout, on the same prompts."""
     t0 = time.perf_counter()
     eps = team.rollout(items, 1, seed)
     batched_s = time.perf_counter() - t0
     batched_tok = sum(len(t.message_ids) for e in eps for t in e.turns)
 
-    t0 = time.perf_counter()
-    seq_tok = 0
-    for item in items:
-        seq_tok += sum(len(t.message_ids) for e in team.rollout([item], 1, seed) for t in e.turns)
-    seq_s = time.perf_counter() - t0
-
     out = {"backend": spec_name, "episodes": len(items),
-           "batched": {"tokens": batched_tok, "wall_s": round(batched_s, 2), "tok_s": round(batched_tok / batched_s, 1)},
-           "sequential": {"tokens": seq_tok, "wall_s": round(seq_s, 2), "tok_s": round(seq_tok / seq_s, 1)}}
-    out["ratio"] = round(out["batched"]["tok_s"] / out["sequential"]["tok_s"], 2)
+           "batched": {"tokens": batched_tok, "wall_s": round(batched_s, 2), "tok_s": round(batched_tok / batched_s, 1)}}
     raw = RAW_GENERATE.get(spec_name.partition("=")[0])
     if raw is not None:
         turns = [([e.turns[t].prompt_ids for e in eps], team.spec.roles[t].max_new_tokens)
@@ -82,6 +91,13 @@ def measure(spec_name: str, team: Any, items: list[Any], seed: int) -> dict[str,
         raw_s = time.perf_counter() - t0
         out["raw_generate"] = {"tokens": raw_tok, "wall_s": round(raw_s, 2), "tok_s": round(raw_tok / raw_s, 1)}
         out["protocol_vs_raw"] = round(out["batched"]["tok_s"] / out["raw_generate"]["tok_s"], 2)
+    t0 = time.perf_counter()
+    seq_tok = 0
+    for item in items:
+        seq_tok += sum(len(t.message_ids) for e in team.rollout([item], 1, seed) for t in e.turns)
+    seq_s = time.perf_counter() - t0
+    out["sequential"] = {"tokens": seq_tok, "wall_s": round(seq_s, 2), "tok_s": round(seq_tok / seq_s, 1)}
+    out["ratio"] = round(out["batched"]["tok_s"] / out["sequential"]["tok_s"], 2)
     return out
 
 
@@ -108,23 +124,39 @@ def main() -> None:
         spec = load_spec(a.template)
         reg.init_team(spec)
         for spec_name in a.backends.split(","):
-            team = load_team(reg, spec.name, backend=spec_name, device=a.device, dtype=a.dtype)
-            items = team.task.sample(a.episodes, seed=a.seed, split="train")
-            team.rollout(items[:2], 1, a.seed + 1)  # warm-up (kernels, caches), not timed
-            results.append(measure(spec_name, team, items, a.seed))
-            del team
+            with ExitStack() as stack:
+                team = load_team(reg, spec.name, backend=_backend_spec(spec_name, spec.base, stack),
+                                 device=a.device, dtype=a.dtype)
+                items = team.task.sample(a.episodes, seed=a.seed, split="train")
+                team.rollout(items[:2], 1, a.seed + 1)  # warm-up (kernels, caches), not timed
+                results.append(measure(spec_name, team, items, a.seed))
+                getattr(team.backend, "close", lambda: None)()  # the vllm engine's worker processes
+                del team
+        for r in results:
+            r["vs_first"] = round(r["batched"]["tok_s"] / results[0]["batched"]["tok_s"], 2)
     meta = {"episodes": a.episodes, "template": a.template, "device": a.device, "dtype": a.dtype,
-            "threads": _threads(), "cpu": _cpu()}
+            "threads": _threads(), "cpu": _cpu(), "load_avg_1m": round(os.getloadavg()[0], 1)}
     if a.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
         return
-    print(f"team rollout throughput: {a.template}, {a.episodes} episodes, {meta['threads']} threads, {meta['cpu']}")
+    print(f"team rollout throughput: {a.template}, {a.episodes} episodes, {meta['threads']} threads, {meta['cpu']}, "
+          f"load average {meta['load_avg_1m']}")
     print(f"{'backend':<14} {'batched tok/s':>14} {'one-at-a-time tok/s':>20} {'ratio':>6} {'raw generate tok/s':>19}"
-          f" {'protocol/raw':>13}")
+          f" {'protocol/raw':>13} {'vs first':>9}")
     for r in results:
         raw = r.get("raw_generate", {}).get("tok_s", "-")
         print(f"{r['backend']:<14} {r['batched']['tok_s']:>14} {r['sequential']['tok_s']:>20} {r['ratio']:>6} "
-              f"{raw:>19} {r.get('protocol_vs_raw', '-'):>13}")
+              f"{raw:>19} {r.get('protocol_vs_raw', '-'):>13} {r['vs_first']:>9}")
+
+
+def _backend_spec(spec_name: str, base: str, stack: ExitStack) -> str:
+    """A bare `vllm-server` starts a local vLLM server for the run (stopped with `stack`): `vllm-server=URL`."""
+    if spec_name != "vllm-server":
+        return spec_name
+    from teamtr_adapters.runtime.base import resolve_base
+    from teamtr_adapters.runtime.vllm_server import local_server
+
+    return "vllm-server=" + stack.enter_context(local_server(resolve_base(base).path))
 
 
 def _threads() -> int:

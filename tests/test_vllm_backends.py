@@ -6,14 +6,7 @@ Runs in the vLLM environment only: `make vllm-env`, then
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -106,6 +99,12 @@ def prompts(hf):
 
 
 @pytest.fixture(scope="module")
+def hf_swapped(hf, versions, prompts):
+    """The hf backend's greedy outputs of the swap candidate (solver v3) on `prompts`."""
+    return greedy(hf, prompts, versions["solver:v3"].id)
+
+
+@pytest.fixture(scope="module")
 def hf_eval(registry, hf):
     """The hf backend's greedy team and base-alone transcripts on two held-out items."""
     from teamtr_adapters.runtime.team import load_team
@@ -150,7 +149,7 @@ def check_team_eval(backend, registry, hf_eval):
     assert [e.turns[0].message_ids for e in team_eps] != [e.turns[0].message_ids for e in base_eps]
 
 
-def check_swap_and_unload(backend, versions, hf, prompts):
+def check_swap_and_unload(backend, versions, hf_swapped, prompts):
     """A new version is served by the running backend (same outputs as hf); the old one is unloaded."""
     from teamtr_adapters.errors import InputError
 
@@ -158,7 +157,7 @@ def check_swap_and_unload(backend, versions, hf, prompts):
     backend.ensure_adapter(new.id, new.path)
     backend.ensure_adapter(new.id, new.path)  # idempotent
     got_new = greedy(backend, prompts, new.id)
-    assert_same_results(got_new, greedy(hf, prompts, new.id))
+    assert_same_results(got_new, hf_swapped)
     assert [r.ids for r in got_new] != [r.ids for r in greedy(backend, prompts, old.id)]
     assert old.id in backend.engine_versions()
     backend.unload_adapter(old.id)
@@ -182,8 +181,8 @@ class TestEngine:
     def test_team_eval_matches_hf(self, engine, registry, hf_eval):
         check_team_eval(engine, registry, hf_eval)
 
-    def test_swapped_version_served_without_restart_and_old_unloaded(self, engine, versions, hf, prompts):
-        check_swap_and_unload(engine, versions, hf, prompts)
+    def test_swapped_version_served_without_restart_and_old_unloaded(self, engine, versions, hf_swapped, prompts):
+        check_swap_and_unload(engine, versions, hf_swapped, prompts)
 
     def test_sampled_logprobs_are_those_of_the_tempered_softmax(self, engine, versions, hf, prompts):
         from teamtr_adapters.runtime.backend import GenRequest
@@ -209,44 +208,14 @@ class TestEngine:
             engine.ensure_adapter("rank32", big)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="class")
 def server(embedded_base, tmp_path_factory):
-    """`python -m teamtr_adapters.runtime.vllm_server` on a free loopback port, stopped afterwards."""
-    port = _free_port()
+    """A vLLM server (`runtime.vllm_server.local_server`, float32) on a free loopback port."""
+    from teamtr_adapters.runtime.vllm_server import local_server
+
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    cmd = [sys.executable, "-m", "teamtr_adapters.runtime.vllm_server", "--base", str(embedded_base.path),
-           "--port", str(port), "--dtype", DTYPE, "--max-loras", "4"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not up after 300 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    with local_server(embedded_base.path, log=log, dtype=DTYPE, max_loras=4) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="class")
@@ -261,8 +230,8 @@ class TestServer:
     def test_team_eval_matches_hf(self, client, registry, hf_eval):
         check_team_eval(client, registry, hf_eval)
 
-    def test_swapped_version_served_without_restart_and_old_unloaded(self, client, versions, hf, prompts):
-        check_swap_and_unload(client, versions, hf, prompts)
+    def test_swapped_version_served_without_restart_and_old_unloaded(self, client, versions, hf_swapped, prompts):
+        check_swap_and_unload(client, versions, hf_swapped, prompts)
 
     def test_second_client_over_two_urls_shares_loaded_versions(self, server, client, versions, prompts,
                                                                 embedded_base):

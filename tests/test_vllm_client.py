@@ -13,6 +13,7 @@ from teamtr_adapters.errors import InputError, NotFoundError
 from teamtr_adapters.runtime.backend import create_backend, parse_backend
 from teamtr_adapters.runtime.logprob_gap import logprob_gap, tis_weights
 from teamtr_adapters.runtime.vllm_backend import DEFAULTS, parse_options, request_seed, stop_ids
+from teamtr_adapters.runtime.vllm_server import main as server_main
 from teamtr_adapters.runtime.vllm_server import server_command
 
 
@@ -48,6 +49,14 @@ def test_server_command_sets_what_the_backend_relies_on(tmp_path):
     assert "--enable-lora" in cmd and "--logprobs-mode processed_logprobs" in joined
     assert "--generation-config vllm" in joined and "--port 8123" in joined and "--max-loras 4" in joined
     assert f"--kv-cache-memory-bytes {1 << 30}" in joined
+
+
+def test_server_starter_prints_the_command_for_the_resolved_base(embedded_base, capsys):
+    server_main(["--base", "embedded", "--port", "8124", "--max-loras", "5", "--print", "--", "--max-num-seqs", "64"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True ")
+    assert f"--model {embedded_base.path} " in line and "--port 8124" in line and "--max-loras 5" in line
+    assert line.endswith("--max-num-seqs 64")
 
 
 def _closed_port() -> int:

@@ -18,14 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..errors import IncompatibleAdapterError, InputError, NotFoundError, TaskError
+from ..errors import IncompatibleAdapterError, InputError, NotFoundError, TaskError, TeamTRError
 from .backend import GenRequest, GenResult
 from .base import BaseRef
 from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids
@@ -194,6 +200,45 @@ def server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     env[RUNTIME_LORA_ENV] = "True"
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     return env
+
+
+@contextmanager
+def local_server(model: Path | str, *, log: Path | None = None, startup_s: float = 300.0,
+                 **options: Any) -> Iterator[str]:
+    """Run a server (`server_command(model, **options)`) on a free loopback port for the length of the
+    block and yield its URL; it is stopped (its whole process group) on exit. Its output goes to `log`."""
+    if "port" not in options:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            options["port"] = s.getsockname()[1]
+    url = f"http://127.0.0.1:{options['port']}"
+    log = Path(log) if log else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(server_command(model, **options), stdout=out, stderr=subprocess.STDOUT,
+                                env=server_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + startup_s
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not up after {startup_s:.0f} s"
+                raise TeamTRError(f"vLLM server {state}; its log {log} ends with:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
