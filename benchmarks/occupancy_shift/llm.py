@@ -34,6 +34,7 @@ from teamtr_adapters.runtime.base import resolve_base
 from teamtr_adapters.runtime.protocol import build_prompt
 from teamtr_adapters.spec import TeamSpec, spec_from_dict
 from teamtr_adapters.tasks import get_task
+from teamtr_adapters.train.policy import agent_rows
 from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
 
 from .fit import fit_exponent
@@ -41,6 +42,7 @@ from .run import reference_slopes, write_json
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "occupancy_shift" / "llm"
 METHODS = ("teamtr", "stale")
+SCHEMA = 2  # what a stage record holds; a change makes earlier records of runs.jsonl stale
 TINY = "tiny"  # Config.base: build a tiny random digit-guessing Llama (see `build_tiny_base`)
 DIGITS = [str(d) for d in range(10)]
 DEFINITIONS = {
@@ -51,7 +53,11 @@ DEFINITIONS = {
            "the agent's turn by agents already updated in the stage, of the full-vocabulary token KLs "
            "KL(pi_new(.|s) || pi_start(.|s)) at the message's token states",
     "div_sampled": "the same KL, sampled estimate: the sum of log pi_new(m) - log pi_start(m) over those messages",
+    "null_gaps": "per update |L_stale - L_control|: the update's surrogate gain on the stage-start rollouts minus "
+                 "that on an independent rollout of the stage-start team (same prompts, another seed): the stale "
+                 "gap's sampling-noise level, with no occupancy shift",
     "G": "stage stale gap: sum of gaps over the stage's n updates",
+    "G0": "stage null gap: sum of null_gaps over the stage's n updates",
     "D": "stage occupancy divergence: sum of div over the stage's n updates",
 }
 
@@ -69,12 +75,12 @@ class Config:
     delta: float = 0.01
     temperature: float = 0.8
     lora_rank: int = 4
-    dtype: str = "auto"
+    dtype: str = "float32"  # bf16 logits put a floor of ~2.4e-3 under a token KL (docs/gate.md)
     n_boot: int = 4000
 
     def setup(self) -> dict[str, Any]:
         """What a stage's numbers depend on (the grid, ns and seeds, may grow between runs)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("ns", "seeds", "n_boot")}
+        return {"schema": SCHEMA, **{k: v for k, v in asdict(self).items() if k not in ("ns", "seeds", "n_boot")}}
 
     def setup_id(self) -> str:
         return hashlib.sha256(json.dumps(self.setup(), sort_keys=True).encode()).hexdigest()[:12]
@@ -165,18 +171,32 @@ def occupancy_divergence(tm: Any, episodes: Sequence[Any], start_pins: dict[str,
 
 
 class StudyTrainer(Trainer):
-    """The trainer, unchanged, plus the occupancy divergence of every update's intermediate team (the
-    rollouts its L_fresh is scored on) from the stage-start team, measured before the update."""
+    """The trainer, unchanged, plus two measurements per update: the occupancy divergence of its intermediate
+    team (the rollouts its L_fresh is scored on) from the stage-start team, taken before the update; and
+    its surrogate gain on a control set, an independent rollout of the stage-start team (one per stage,
+    made before the first update), for the sampling-noise level of the stale gap."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.divergence: dict[int, tuple[float, float]] = {}  # update index -> (exact, sampled)
+        self.l_control: dict[int, float] = {}  # update index -> surrogate gain on the control set
+        self._items: list[Any] = []  # the prompts of the stage (as the loop last rolled them out)
+        self._control: tuple[int, Any] | None = None  # (stage, control rollouts)
+
+    def rollout(self, items, seed, *args, **kwargs):
+        self._items = items
+        return super().rollout(items, seed, *args, **kwargs)
 
     def update(self, role, data, *, stage, stage_start, fresh, happo=None):
+        if self._control is None or self._control[0] != stage:  # no agent of the stage is updated yet
+            seed = int(hashlib.sha256(f"occupancy-control/{self.cfg.seed}/{stage}".encode()).hexdigest()[:8], 16)
+            self._control = stage, super().rollout(self._items, seed, diagnostic=True, observe=False)
         div = occupancy_divergence(self.tm, fresh.episodes, stage_start.pins, role,
                                    temperature=self.loss_cfg.temperature, batch_size=self.cfg.micro_batch)
         rec, work = super().update(role, data, stage=stage, stage_start=stage_start, fresh=fresh, happo=happo)
+        control = self._control[1]
         self.divergence[rec.update] = div
+        self.l_control[rec.update] = work.measure(agent_rows(control.episodes, role, self.advantages(control))).gain
         return rec, work
 
 
@@ -220,12 +240,14 @@ def run_one(task: Task, cfg: Config, base: str, team_home: Path, threads: int = 
         "gaps": [_r(r.stale_gap) for r in recs], "div": [_r(d[0]) for d in div],
         "div_sampled": [_r(d[1]) for d in div],
         "l_fresh": [_r(r.l_fresh) for r in recs], "l_stale": [_r(r.l_stale) for r in recs],
+        "null_gaps": [_r(abs(r.l_stale - trainer.l_control[r.update])) for r in recs],
         "d_tok": [_r(r.d_tok_mean) for r in recs], "d_tok_fresh": [_r(r.d_tok_fresh) for r in recs],
         "accepted": [r.version is not None for r in recs], "backtracks": sum(r.backtracks for r in recs),
         "reward_start": _r(recs[0].reward_before), "reward_end": _r(recs[-1].reward_after),
         "tokens": res.summary["tokens"], "diag_tokens": res.summary["diag_tokens"], "wall_s": round(wall, 1),
     }
     out["G"] = _r(sum(out["gaps"]))
+    out["G0"] = _r(sum(out["null_gaps"]))
     out["D"] = _r(sum(out["div"]))
     out["D_sampled"] = _r(sum(out["div_sampled"]))
     return out
@@ -304,13 +326,20 @@ def try_fit(values: dict, cfg: Config, relative_to: dict | None = None) -> dict:
         return {"error": str(e)}
 
 
+QUANTITIES = ("G", "G0", "D")
+
+
 def analyse(runs: list[dict], cfg: Config) -> dict:
-    fits = {f"{q}_{m}": try_fit(by_n(runs, m, q), cfg) for q in ("G", "D") for m in METHODS}
+    """Exponent fits in n (per method; stale over teamtr paired by seed; G over its null G0 paired by stage),
+    means and shares per n."""
+    fits = {f"{q}_{m}": try_fit(by_n(runs, m, q), cfg) for q in QUANTITIES for m in METHODS}
     for q in ("G", "D"):
         num, den = paired(runs, q)
         fits[f"{q}_stale/{q}_teamtr"] = try_fit(num, cfg, relative_to=den)
+    for m in METHODS:
+        fits[f"G_{m}/G0_{m}"] = try_fit(by_n(runs, m, "G"), cfg, relative_to=by_n(runs, m, "G0"))
     means = {f"{q}_{m}": {n: float(np.mean(v)) for n, v in by_n(runs, m, q).items()}
-             for q in ("G", "D", "D_sampled", "reward_start", "reward_end") for m in METHODS}
+             for q in (*QUANTITIES, "D_sampled", "reward_start", "reward_end") for m in METHODS}
     accepted = {m: {n: float(np.mean([np.mean(a) for a in v])) for n, v in by_n(runs, m, "accepted").items()}
                 for m in METHODS}
     out_of_region = {m: {n: float(np.mean([np.mean([d > cfg.delta for d in x if d is not None]) for x in v]))
@@ -320,25 +349,27 @@ def analyse(runs: list[dict], cfg: Config) -> dict:
 
 
 def make_plots(runs: list[dict], summary: dict, cfg: Config, out: Path) -> list[str]:
-    """Scaling of G and D in n (means with bootstrap intervals, every seed as a dot), the paired stale/teamtr
-    ratios, and the per-update gap and divergence profiles. Series that cannot be fitted are left out."""
+    """Scaling of G, G0 and D in n (means with bootstrap intervals, every seed as a dot), the paired ratios,
+    and the per-update gap and divergence profiles. Series that cannot be fitted are left out."""
     from .plots import save_profile_figure, save_ratio_figure, save_scaling_figure
 
     fits = summary["fits"]
-    panels = {title: {m: by_n(runs, m, q) for m in METHODS if "error" not in fits[f"{q}_{m}"]}
-              for q, title in (("G", "stage stale gap G"), ("D", "occupancy divergence D"))}
+    titles = {"G": "stage stale gap G", "G0": "null gap G0 (no shift)", "D": "occupancy divergence D"}
+    panels = {titles[q]: {m: by_n(runs, m, q) for m in METHODS if "error" not in fits[f"{q}_{m}"]}
+              for q in QUANTITIES}
     names = []
     if any(panels.values()):
         save_scaling_figure({t: s for t, s in panels.items() if s}, out / "scaling.png", ylabel="sum over the stage",
                             points=True)
         names.append("scaling.png")
-    ratios = {f"{q}_stale/{q}_teamtr": paired(runs, q) for q in ("G", "D")
-              if "error" not in fits[f"{q}_stale/{q}_teamtr"]}
+    pairs = {**{f"{q}_stale/{q}_teamtr": paired(runs, q) for q in ("G", "D")},
+             **{f"G_{m}/G0_{m}": (by_n(runs, m, "G"), by_n(runs, m, "G0")) for m in METHODS}}
+    ratios = {k: v for k, v in pairs.items() if "error" not in fits[k]}
     if ratios:
-        save_ratio_figure(ratios, out / "ratio.png", ylabel="stale / teamtr (ratio of means, paired seeds)",
-                          n_boot=cfg.n_boot)
+        save_ratio_figure(ratios, out / "ratio.png", ylabel="ratio of means", n_boot=cfg.n_boot)
         names.append("ratio.png")
     for key, name, ylabel in (("gaps", "gap_profile.png", "stale gap |L_fresh - L_stale|"),
+                              ("null_gaps", "null_profile.png", "null gap |L_stale - L_control|"),
                               ("div", "div_profile.png", "KL(d_intermediate || d_start)")):
         save_profile_figure({m: by_n(runs, m, key) for m in METHODS if by_n(runs, m, key)}, out / name,
                             ylabel=ylabel)
@@ -352,8 +383,8 @@ def _fmt_mean(values: list[float]) -> str:
 
 
 def table(runs: list[dict], summary: dict, cfg: Config) -> str:
-    lines = [f"{'n':>3} {'method':<7}{'seeds':>6} {'G (mean ± se)':>20} {'D (mean ± se)':>20} "
-             f"{'D sampled':>10} {'accepted':>9} {'reward':>13}"]
+    lines = [f"{'n':>3} {'method':<7}{'seeds':>6} {'G (mean ± se)':>20} {'G0 (mean ± se)':>20} "
+             f"{'D (mean ± se)':>20} {'D sampled':>10} {'accepted':>9} {'reward':>13}"]
     for n in cfg.ns:
         for m in METHODS:
             rs = [r for r in runs if r["n"] == n and r["method"] == m]
@@ -362,7 +393,8 @@ def table(runs: list[dict], summary: dict, cfg: Config) -> str:
             acc = np.mean([np.mean(r["accepted"]) for r in rs])
             rew = f"{np.mean([r['reward_start'] for r in rs]):.2f} -> {np.mean([r['reward_end'] for r in rs]):.2f}"
             lines.append(f"{n:>3} {m:<7}{len(rs):>6} {_fmt_mean([r['G'] for r in rs]):>20} "
-                         f"{_fmt_mean([r['D'] for r in rs]):>20} {np.mean([r['D_sampled'] for r in rs]):>10.4g} "
+                         f"{_fmt_mean([r['G0'] for r in rs]):>20} {_fmt_mean([r['D'] for r in rs]):>20} "
+                         f"{np.mean([r['D_sampled'] for r in rs]):>10.4g} "
                          f"{acc:>9.2f} {rew:>13}")
     lines.append("exponents in n (95 % bootstrap over seeds):")
     for k, fit in summary["fits"].items():
