@@ -42,7 +42,9 @@ from .run import reference_slopes, write_json
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "occupancy_shift" / "llm"
 METHODS = ("teamtr", "stale")
-SCHEMA = 2  # what a stage record holds; a change makes earlier records of runs.jsonl stale
+SCHEMA = 3  # what a stage record holds; a change makes earlier records of runs.jsonl stale
+SEED_RANGE = 1000  # seed s trains with the first live seed of s * SEED_RANGE + 0, 1, ... (see run_one)
+MAX_DEAD_STARTS = 50
 TINY = "tiny"  # Config.base: build a tiny random digit-guessing Llama (see `build_tiny_base`)
 DIGITS = [str(d) for d in range(10)]
 DEFINITIONS = {
@@ -56,6 +58,8 @@ DEFINITIONS = {
     "null_gaps": "per update |L_stale - L_control|: the update's surrogate gain on the stage-start rollouts minus "
                  "that on an independent rollout of the stage-start team (same prompts, another seed): the stale "
                  "gap's sampling-noise level, with no occupancy shift",
+    "dead_starts": "training seeds skipped before this stage because their first rollout set had equal rewards "
+                   "within every group (no update of the stage could learn; both methods skip the same seeds)",
     "G": "stage stale gap: sum of gaps over the stage's n updates",
     "G0": "stage null gap: sum of null_gaps over the stage's n updates",
     "D": "stage occupancy divergence: sum of div over the stage's n updates",
@@ -170,6 +174,10 @@ def occupancy_divergence(tm: Any, episodes: Sequence[Any], start_pins: dict[str,
     return (float(exact.mean()), float(sampled.mean())) if len(episodes) else (0.0, 0.0)
 
 
+class DeadStart(Exception):
+    """The first rollout set of a stage has equal rewards within every group: no update can learn."""
+
+
 class StudyTrainer(Trainer):
     """The trainer, unchanged, plus two measurements per update: the occupancy divergence of its intermediate
     team (the rollouts its L_fresh is scored on) from the stage-start team, taken before the update; and
@@ -189,6 +197,8 @@ class StudyTrainer(Trainer):
 
     def update(self, role, data, *, stage, stage_start, fresh, happo=None):
         if self._control is None or self._control[0] != stage:  # no agent of the stage is updated yet
+            if not any(self.advantages(data)):
+                raise DeadStart(f"stage {stage}: no reward spread in any group of the first rollouts")
             seed = int(hashlib.sha256(f"occupancy-control/{self.cfg.seed}/{stage}".encode()).hexdigest()[:8], 16)
             self._control = stage, super().rollout(self._items, seed, diagnostic=True, observe=False)
         div = occupancy_divergence(self.tm, fresh.episodes, stage_start.pins, role,
@@ -221,22 +231,36 @@ def prepare_team(n: int, cfg: Config, base: str, root: Path) -> Path:
 
 
 def run_one(task: Task, cfg: Config, base: str, team_home: Path, threads: int = 1) -> dict:
-    """One stage of `task.method` from the fresh team; the per-update diagnostics and divergences."""
+    """One live stage of `task.method` from the fresh team: the first training seed of the task's range
+    (task.seed * SEED_RANGE + 0, 1, ...) whose first rollout set has a reward spread in some group (a dead
+    start teaches nothing, and teaches both methods the same nothing); its per-update measurements."""
     torch.set_num_threads(threads)
+    for skipped in range(MAX_DEAD_STARTS):
+        train_seed = task.seed * SEED_RANGE + skipped
+        try:
+            out = run_stage(task, train_seed, cfg, base, team_home)
+        except DeadStart:
+            continue
+        return {"n": task.n, "method": task.method, "seed": task.seed, "setup": cfg.setup_id(),
+                "train_seed": train_seed, "dead_starts": skipped, **out}
+    raise RuntimeError(f"n = {task.n}: no reward spread in the first rollouts of {MAX_DEAD_STARTS} seeds")
+
+
+def run_stage(task: Task, train_seed: int, cfg: Config, base: str, team_home: Path) -> dict:
+    """One stage (raises DeadStart when its first rollout set carries no signal)."""
     spec = team_spec(task.n, cfg, base)
     with tempfile.TemporaryDirectory(prefix="occupancy-llm-") as tmp:
         home = Path(tmp) / "home"
         shutil.copytree(team_home, home)
         t0 = time.perf_counter()
         trainer = StudyTrainer(Registry(home), spec.name,
-                               TrainConfig(method=task.method, steps=cfg.steps, seed=task.seed, diag_fresh=True),
+                               TrainConfig(method=task.method, steps=cfg.steps, seed=train_seed, diag_fresh=True),
                                device="cpu", dtype=cfg.dtype, run_dir=Path(tmp) / "run")
         res = run_stages(trainer, 1)
         wall = time.perf_counter() - t0
     recs = res.records
     div = [trainer.divergence[r.update] for r in recs]
     out = {
-        "n": task.n, "method": task.method, "seed": task.seed, "setup": cfg.setup_id(),
         "gaps": [_r(r.stale_gap) for r in recs], "div": [_r(d[0]) for d in div],
         "div_sampled": [_r(d[1]) for d in div],
         "l_fresh": [_r(r.l_fresh) for r in recs], "l_stale": [_r(r.l_stale) for r in recs],
@@ -344,7 +368,9 @@ def analyse(runs: list[dict], cfg: Config) -> dict:
                 for m in METHODS}
     out_of_region = {m: {n: float(np.mean([np.mean([d > cfg.delta for d in x if d is not None]) for x in v]))
                          for n, v in by_n(runs, m, "d_tok_fresh").items()} for m in METHODS}
+    dead = {m: {n: float(np.mean(v)) for n, v in by_n(runs, m, "dead_starts").items()} for m in METHODS}
     return {"fits": fits, "mean": means, "accepted_share": accepted, "out_of_region_share": out_of_region,
+            "dead_starts_per_stage": dead,
             "seeds_per_n": {m: {n: len(v) for n, v in by_n(runs, m, "G").items()} for m in METHODS}}
 
 
@@ -384,7 +410,7 @@ def _fmt_mean(values: list[float]) -> str:
 
 def table(runs: list[dict], summary: dict, cfg: Config) -> str:
     lines = [f"{'n':>3} {'method':<7}{'seeds':>6} {'G (mean ± se)':>20} {'G0 (mean ± se)':>20} "
-             f"{'D (mean ± se)':>20} {'D sampled':>10} {'accepted':>9} {'reward':>13}"]
+             f"{'D (mean ± se)':>20} {'D sampled':>10} {'accepted':>9} {'dead':>5} {'reward':>13}"]
     for n in cfg.ns:
         for m in METHODS:
             rs = [r for r in runs if r["n"] == n and r["method"] == m]
@@ -394,8 +420,8 @@ def table(runs: list[dict], summary: dict, cfg: Config) -> str:
             rew = f"{np.mean([r['reward_start'] for r in rs]):.2f} -> {np.mean([r['reward_end'] for r in rs]):.2f}"
             lines.append(f"{n:>3} {m:<7}{len(rs):>6} {_fmt_mean([r['G'] for r in rs]):>20} "
                          f"{_fmt_mean([r['G0'] for r in rs]):>20} {_fmt_mean([r['D'] for r in rs]):>20} "
-                         f"{np.mean([r['D_sampled'] for r in rs]):>10.4g} "
-                         f"{acc:>9.2f} {rew:>13}")
+                         f"{np.mean([r['D_sampled'] for r in rs]):>10.4g} {acc:>9.2f} "
+                         f"{np.mean([r['dead_starts'] for r in rs]):>5.1f} {rew:>13}")
     lines.append("exponents in n (95 % bootstrap over seeds):")
     for k, fit in summary["fits"].items():
         text = f"{fit['exponent']:6.2f}  [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]" if "error" not in fit \
