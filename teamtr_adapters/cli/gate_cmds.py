@@ -60,7 +60,7 @@ def progress_callback() -> Iterator[Any]:
 def swap(
     role: str = typer.Argument(..., help="The role to replace, e.g. solver."),
     ref: str = typer.Argument(..., help="vN or ALIAS of the role's lineage, LINEAGE:vN, a version id prefix, "
-                                        "a local PEFT adapter dir, or hf://ORG/REPO[@REV][#ROLE]."),
+                                        "a local PEFT adapter dir, or hf://ORG/REPO\\[@REV]\\[#ROLE]."),
     team: Optional[str] = TeamOpt,
     gate: bool = typer.Option(False, "--gate", help="Swap only if the KL-bounded regression gate accepts."),
     delta: Optional[float] = typer.Option(None, "--delta", help="Largest accepted D_tok (default: the team's trust_region.delta)."),
