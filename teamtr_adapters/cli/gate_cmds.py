@@ -204,7 +204,7 @@ def render_align(r: dict[str, Any]) -> None:
          ["D_tok(incumbent || aligned) after", f"{r['d_tok_after']:.4g}"],
          ["delta0", f"{r['config']['delta0']:g} ({reached})"],
          ["optimiser steps", r["steps"]],
-         ["new version", f"{r['version']['ref']} ({short(r['version']['id'])})"]]))
+         ["stored as", f"{r['version']['ref']} ({short(r['version']['id'])})"]]))
     console.print(f"next: teamtr-adapters swap {r['role']} {r['version']['ref']} --team {r['team']} --gate",
                   highlight=False)
 
