@@ -154,6 +154,7 @@ def check_swap_and_unload(backend, versions, hf_swapped, prompts):
     from teamtr_adapters.errors import InputError
 
     old, new = versions["solver:v2"], versions["solver:v3"]
+    backend.ensure_adapter(old.id, old.path)  # the serving version (already loaded when the team was)
     backend.ensure_adapter(new.id, new.path)
     backend.ensure_adapter(new.id, new.path)  # idempotent
     got_new = greedy(backend, prompts, new.id)
