@@ -369,9 +369,45 @@ def analyse(runs: list[dict], cfg: Config) -> dict:
     out_of_region = {m: {n: float(np.mean([np.mean([d > cfg.delta for d in x if d is not None]) for x in v]))
                          for n, v in by_n(runs, m, "d_tok_fresh").items()} for m in METHODS}
     dead = {m: {n: float(np.mean(v)) for n, v in by_n(runs, m, "dead_starts").items()} for m in METHODS}
+    per_n = {m: {n: [r for r in runs if r["method"] == m and r["n"] == n] for n in cfg.ns} for m in METHODS}
     return {"fits": fits, "mean": means, "accepted_share": accepted, "out_of_region_share": out_of_region,
             "dead_starts_per_stage": dead,
+            "kl_per_changed_agent": {m: {n: _mean([k for r in rs for k in kl_per_changed_agent(r)])
+                                         for n, rs in by.items() if rs} for m, by in per_n.items()},
+            "silent_eval_share": {m: {n: _mean([x for r in rs for x in silent_evaluations(r)])
+                                      for n, rs in by.items() if rs} for m, by in per_n.items()},
+            "per_seed_exponents": {f"{q}_{m}": per_seed_exponents(runs, m, q) for q in QUANTITIES for m in METHODS},
             "seeds_per_n": {m: {n: len(v) for n, v in by_n(runs, m, "G").items()} for m in METHODS}}
+
+
+def per_seed_exponents(runs: list[dict], method: str, key: str) -> dict[int, float | None]:
+    """The log-log slope in n of one seed's values alone (None unless every value is positive and there are
+    two sizes): the seed-to-seed spread that a bootstrap over 2-3 seeds per n understates."""
+    out: dict[int, float | None] = {}
+    for seed in sorted({r["seed"] for r in runs}):
+        pts = sorted((r["n"], r[key]) for r in runs if r["method"] == method and r["seed"] == seed)
+        ok = len(pts) >= 2 and all(v > 0 for _, v in pts)
+        out[seed] = float(np.polyfit(np.log([n for n, _ in pts]), np.log([v for _, v in pts]), 1)[0]) if ok else None
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def kl_per_changed_agent(run: dict) -> list[float]:
+    """div_i / (the number of earlier updates of the stage that changed their agent), for every update with
+    at least one: the divergence each changed agent adds to the contexts of the agents after it."""
+    changed = np.cumsum([0] + run["accepted"][:-1])
+    return [d / k for d, k in zip(run["div"], changed) if k > 0]
+
+
+def silent_evaluations(run: dict) -> list[bool]:
+    """For every update after the first that changed its agent: whether one of the two sets its stale gap
+    compares carried no signal (equal rewards within every group, so the surrogate gain there is exactly 0),
+    the case where the gap reduces to |L| on the other set."""
+    return [lf == 0 or ls == 0 for lf, ls, a in zip(run["l_fresh"][1:], run["l_stale"][1:], run["accepted"][1:])
+            if a]
 
 
 def make_plots(runs: list[dict], summary: dict, cfg: Config, out: Path) -> list[str]:
@@ -408,9 +444,14 @@ def _fmt_mean(values: list[float]) -> str:
         else f"{values[0]:.4g}"
 
 
+def _cell(x: float | None, spec: str) -> str:
+    return "--" if x is None else format(x, spec)
+
+
 def table(runs: list[dict], summary: dict, cfg: Config) -> str:
     lines = [f"{'n':>3} {'method':<7}{'seeds':>6} {'G (mean ± se)':>20} {'G0 (mean ± se)':>20} "
-             f"{'D (mean ± se)':>20} {'D sampled':>10} {'accepted':>9} {'dead':>5} {'reward':>13}"]
+             f"{'D (mean ± se)':>20} {'D sampled':>10} {'KL/agent':>9} {'accepted':>9} {'silent':>7} {'dead':>5} "
+             f"{'reward':>13}"]
     for n in cfg.ns:
         for m in METHODS:
             rs = [r for r in runs if r["n"] == n and r["method"] == m]
@@ -420,12 +461,17 @@ def table(runs: list[dict], summary: dict, cfg: Config) -> str:
             rew = f"{np.mean([r['reward_start'] for r in rs]):.2f} -> {np.mean([r['reward_end'] for r in rs]):.2f}"
             lines.append(f"{n:>3} {m:<7}{len(rs):>6} {_fmt_mean([r['G'] for r in rs]):>20} "
                          f"{_fmt_mean([r['G0'] for r in rs]):>20} {_fmt_mean([r['D'] for r in rs]):>20} "
-                         f"{np.mean([r['D_sampled'] for r in rs]):>10.4g} {acc:>9.2f} "
+                         f"{np.mean([r['D_sampled'] for r in rs]):>10.4g} "
+                         f"{_cell(summary['kl_per_changed_agent'][m].get(n), '.4f'):>9} {acc:>9.2f} "
+                         f"{_cell(summary['silent_eval_share'][m].get(n), '.2f'):>7} "
                          f"{np.mean([r['dead_starts'] for r in rs]):>5.1f} {rew:>13}")
-    lines.append("exponents in n (95 % bootstrap over seeds):")
+    lines.append("exponents in n (95 % bootstrap over seeds; then each seed's own slope):")
     for k, fit in summary["fits"].items():
         text = f"{fit['exponent']:6.2f}  [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]" if "error" not in fit \
-            else f"  -- ({fit['error']})"
+            else f"    -- ({fit['error'].split(';')[0]})"
+        seeds = summary["per_seed_exponents"].get(k)
+        if seeds and "error" not in fit:
+            text += "   seeds: " + ", ".join(_cell(b, ".2f") for b in seeds.values())
         lines.append(f"  {k:<18} {text}")
     ref = ", ".join(f"{k}: {v:.2f}" for k, v in reference_slopes(cfg.ns).items())
     lines.append(f"the same regression over n = {', '.join(map(str, cfg.ns))} on exact shapes: {ref}")
