@@ -14,8 +14,9 @@ Versions are registry version ids; peft adapter names may not hold ".", so each 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import IncompatibleAdapterError, InputError
 from .backend import GenRequest, GenResult
@@ -114,7 +115,27 @@ class TeamModel:
                   use_cache=cache is not None, logits_to_keep=keep)
         if self.peft is None:
             return self.model(**kw).logits
-        return self.peft(**kw, adapter_names=names or [BASE_NAME] * ids.shape[0]).logits
+        if names is None:
+            with self._lora_off():
+                return self.model(**kw).logits
+        return self.peft(**kw, adapter_names=names).logits
+
+    @contextmanager
+    def _lora_off(self) -> Iterator[None]:
+        """Every LoRA layer computes its base layer only. peft's `disable_adapter` would do the same but
+        also reset `requires_grad`; this flips only the layers' disable flag (peft 0.21 attribute) and
+        skips the per-row `adapter_names` hooks, about 15% of a decode step at batch 32 here."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        before = [m._disable_adapters for m in layers]
+        for m in layers:
+            m._disable_adapters = True
+        try:
+            yield
+        finally:
+            for m, flag in zip(layers, before):
+                m._disable_adapters = flag
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
         import torch
