@@ -8,54 +8,52 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from teamtr_adapters.registry import Registry
 
+# Adds `count` versions, each a fresh variant of the adapter in `src` (seeded, so every write is new content).
 WRITER = """
-import sys
+import sys, tempfile
 from pathlib import Path
+import numpy as np
+from safetensors.numpy import load_file, save_file
 from teamtr_adapters.registry import Registry
-home, lineage, first, *dirs = sys.argv[1:]
+home, lineage, src, seed, count = sys.argv[1:]
+src = Path(src)
+weights = load_file(src / "adapter_model.safetensors")
 reg = Registry(home)
-for i, d in enumerate(dirs):
-    reg.add_version(lineage, Path(d), made_by="test", base={"name": "tiny", "hash": "x"}, metrics={"i": i})
+print("ready", flush=True)
+for i in range(int(count)):
+    rng = np.random.default_rng([int(seed), i])
+    d = Path(tempfile.mkdtemp())
+    (d / "adapter_config.json").write_bytes((src / "adapter_config.json").read_bytes())
+    save_file({k: v + rng.normal(size=v.shape).astype(v.dtype) for k, v in weights.items()},
+              str(d / "adapter_model.safetensors"))
+    reg.add_version(lineage, d, made_by="test", base={"name": "tiny", "hash": "x"}, metrics={"i": i})
 print("done", flush=True)
 """
 
 
-@pytest.fixture
-def variants(tiny_team, tmp_path) -> list[Path]:
-    """64 distinct adapter dirs (the tiny solver's v1 with different lora_B values)."""
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    src = tiny_team.export("tiny-duo.solver:v1", tmp_path / "src")
-    weights = load_file(src / "adapter_model.safetensors")
-    out = []
-    for i in range(64):
-        d = tmp_path / f"variant{i}"
-        d.mkdir()
-        (d / "adapter_config.json").write_bytes((src / "adapter_config.json").read_bytes())
-        rng = np.random.default_rng(i)
-        save_file({k: (v + rng.normal(size=v.shape).astype(v.dtype)) for k, v in weights.items()},
-                  str(d / "adapter_model.safetensors"))
-        out.append(d)
-    return out
-
-
-def spawn(home: Path, lineage: str, dirs: list[Path]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(home), lineage, "0", *map(str, dirs)],
+def spawn(home: Path, lineage: str, src: Path, seed: int, count: int) -> subprocess.Popen:
+    """Start a writer and return once it is about to write its first version."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(home), lineage, str(src), str(seed), str(count)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.communicate()[1]
+    return proc
 
 
-def test_sigkill_never_leaves_a_partial_version_visible(tiny_team, variants):
+def test_sigkill_never_leaves_a_partial_version_visible(tiny_team, tmp_path):
     home = tiny_team.home
+    src = tiny_team.export("tiny-duo.solver:v1", tmp_path / "src")
+    # Time one uninterrupted writer so the kills below land inside the write loop on a machine of any speed.
+    proc = spawn(home, "crashy", src, seed=10_000, count=24)
+    start = time.perf_counter()
+    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
+    span = time.perf_counter() - start
     rng = random.Random(0)
     killed_mid_run = 0
     for trial in range(50):
-        proc = spawn(home, "crashy", rng.sample(variants, 24))
-        time.sleep(rng.uniform(0.05, 0.6))
+        proc = spawn(home, "crashy", src, seed=trial, count=24)
+        time.sleep(rng.uniform(0.02, 0.9) * span)
         if proc.poll() is None:
             killed_mid_run += 1
         proc.send_signal(signal.SIGKILL)
@@ -65,6 +63,7 @@ def test_sigkill_never_leaves_a_partial_version_visible(tiny_team, variants):
         assert report["ok"], (trial, report["problems"])
         for info in reg.list_versions("crashy"):
             reg.version_path(info.id)  # every visible version loads: bytes match its id
+    print(f"write loop {span:.2f} s; {killed_mid_run}/50 kills landed mid-run")
     assert killed_mid_run >= 25, "the kills should land while versions are being written"
     names = [v.name for v in Registry(home).list_versions("crashy")]
     assert len(names) == len(set(names))
@@ -73,11 +72,12 @@ def test_sigkill_never_leaves_a_partial_version_visible(tiny_team, variants):
     assert Registry(home).verify()["ok"]
 
 
-def test_four_writers_lose_nothing_and_never_reuse_a_number(tiny_team, variants):
+def test_four_writers_lose_nothing_and_never_reuse_a_number(tiny_team, tmp_path):
     home = tiny_team.home
-    procs = [spawn(home, "shared", variants[i * 8:(i + 1) * 8]) for i in range(4)]
+    src = tiny_team.export("tiny-duo.solver:v1", tmp_path / "src")
+    procs = [spawn(home, "shared", src, seed=i, count=8) for i in range(4)]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     versions = Registry(home).list_versions("shared")
     assert sorted(int(v.name[1:]) for v in versions) == list(range(1, 33))
