@@ -26,7 +26,7 @@ vllm-env:
 	bash scripts/vllm_env.sh
 
 test-vllm: vllm-env
-	$${VLLM_ENV:-.venv-vllm}/bin/python -m pytest -q tests/test_vllm_client.py tests/test_vllm_backends.py
+	$${VLLM_ENV:-.venv-vllm}/bin/python -m pytest -q -rs tests/test_vllm_*.py
 
 clean:
 	rm -rf $(VENV) .demo-home
