@@ -9,7 +9,8 @@
    candidate in place (same prompts, same seeds), the exact full-vocabulary D_tok(incumbent || candidate)
    on the candidate team's states at the role's turns (in float32: `train.align.upcast_for_kl`), the
    paired score difference with a seeded bootstrap lower confidence bound, and the coordination
-   regressions (prompts the incumbent team solved that the candidate team fails);
+   regressions (prompts the incumbent team solved that the candidate team fails); the rollouts go through
+   the chosen backend (`hf`, `vllm`, `vllm-server=URL`), D_tok always through the HF TeamModel (exact);
 4. the decision: accept only if D_tok <= delta and LCB >= -epsilon; `force` overrides a refusal and is
    recorded; the report goes into the history event whether the swap was accepted or refused.
 
@@ -164,35 +165,48 @@ Progress = Callable[[str, int, int], None]
 
 
 def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg: GateConfig, *,
-             base: BaseRef, device: str = "auto", dtype: str = "auto",
+             base: BaseRef, device: str = "auto", dtype: str = "auto", backend: str = "hf",
              progress: Progress | None = None) -> dict[str, Any]:
     """The gate's evidence and decision for putting `candidate` in `role` (see the module docstring).
 
     Both teams roll out the same `cfg.n` held-out prompts x `cfg.samples` with the same seed, so the
-    turns before the role's first turn are identical and any difference comes from the candidate."""
+    turns before the role's first turn are identical and any difference comes from the candidate.
+    `backend` plays the rollouts (the candidate loaded under its id); D_tok is computed by the HF
+    TeamModel on the candidate team's rollout states whichever backend played them."""
+    from .runtime.backend import parse_backend
     from .runtime.protocol import rollout
     from .runtime.team_model import TeamModel
     from .tasks import get_task
     from .train.align import kl_pass, upcast_for_kl
     from .train.policy import agent_rows
+    from .train.stage import close_engine, rollout_engine
 
     say = progress or (lambda desc, done, total: None)
+    parse_backend(backend)
     spec = registry.team_spec(team)
     pins = registry.pins(team)
     incumbent = registry.version(pins[role])
     tm = TeamModel(base, device=device, dtype=dtype)
-    for vid in set(pins.values()):
-        tm.ensure_adapter(vid, registry.version_path(vid))
-    tm.ensure_adapter(candidate.id, candidate.path)
+    adapters = {**{vid: registry.version_path(vid) for vid in set(pins.values())}, candidate.id: candidate.path}
+    for vid, path in adapters.items():
+        tm.ensure_adapter(vid, path)
     items = get_task(spec.task).sample(cfg.n, cfg.seed, split="heldout")
+    engine = rollout_engine(backend, tm, device=device, dtype=dtype)
 
     def play(team_pins: dict[str, str], who: str) -> list[Any]:
-        episodes = rollout(tm, spec, items, group_size=cfg.samples, seed=cfg.seed, pins=team_pins,
+        episodes = rollout(engine, spec, items, group_size=cfg.samples, seed=cfg.seed, pins=team_pins,
+                           tokenizer=tm.tokenizer,
                            progress=lambda done, total: say(f"rollouts: {who} team", done, total))
         return sorted(episodes, key=lambda e: (e.item_index, e.sample))
 
-    inc_eps = play(pins, "incumbent")
-    cand_eps = inc_eps if candidate.id == incumbent.id else play({**pins, role: candidate.id}, "candidate")
+    try:
+        if engine is not tm:
+            for vid, path in adapters.items():
+                engine.ensure_adapter(vid, path)
+        inc_eps = play(pins, "incumbent")
+        cand_eps = inc_eps if candidate.id == incumbent.id else play({**pins, role: candidate.id}, "candidate")
+    finally:
+        close_engine(engine, tm)
     rows = agent_rows(cand_eps, role, [0.0] * len(cand_eps))
     say("D_tok on the candidate team's states", 0, 1)
     upcast_for_kl(tm)
@@ -205,7 +219,8 @@ def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg
     accepted, reasons = decide(d_tok, lcb, cfg)
     return {
         "team": team, "role": role, "incumbent": {"id": incumbent.id, "ref": incumbent.ref},
-        "candidate": candidate.to_dict(), "config": {**asdict(cfg), "temperature": spec.sampling.temperature},
+        "candidate": candidate.to_dict(), "backend": backend,
+        "config": {**asdict(cfg), "temperature": spec.sampling.temperature},
         "prompts": len(items), "episodes": len(cand_eps), "contexts": len(rows), "kl_states": int(kl.numel()),
         "d_tok": d_tok, "d_tok_p99": float(kl.quantile(0.99)) if kl.numel() else 0.0,
         "d_tok_max": float(kl.max()) if kl.numel() else 0.0,
@@ -231,8 +246,9 @@ def _scores(episodes: list[Any], n: int) -> list[float]:
 # -- swap ------------------------------------------------------------------------------------------
 def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig | None = None,
          force: bool = False, dry_run: bool = False, device: str = "auto", dtype: str = "auto",
-         base: BaseRef, progress: Progress | None = None) -> dict[str, Any]:
-    """Put REF in `role`: resolve, check compatibility, (gate), then move the pin and record the event.
+         backend: str = "hf", base: BaseRef, progress: Progress | None = None) -> dict[str, Any]:
+    """Put REF in `role`: resolve, check compatibility, (gate, its rollouts played by `backend`), then
+    move the pin and record the event.
 
     Returns the result (with the gate report). A gate refusal records a `swap-refused` event (unless
     `dry_run`) and raises `GateRefused` carrying the result, unless `force`, which swaps and records it.
@@ -251,7 +267,7 @@ def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig
     }
     if gate is not None:
         report = evaluate(registry, team, role, candidate, gate, base=base, device=device, dtype=dtype,
-                          progress=progress)
+                          backend=backend, progress=progress)
         result["report"] = report
         result["accepted"] = report["accepted"]
         result["forced"] = force and not report["accepted"]

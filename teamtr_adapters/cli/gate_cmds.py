@@ -11,6 +11,7 @@ from ..errors import GateRefused, InputError
 from ..registry import Registry
 from .registry_cmds import adapter_app, short, team_app, team_base
 from .render import JsonOpt, console, emit, err_console, progress, table
+from .runtime_cmds import BackendOpt
 
 TeamOpt = typer.Option(None, "--team", help="The team (default: the only team in the registry).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
@@ -72,6 +73,7 @@ def swap(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check (and gate) only; change nothing."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
+    backend: str = BackendOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Replace one agent. Exit 0 accepted, 3 refused by the gate, 2 bad input."""
@@ -83,13 +85,13 @@ def swap(
     if gate:
         d = reg.team_spec(team).trust_region.delta if delta is None else delta
         cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, n=n, samples=samples, seed=seed).check()
-    elif delta is not None:
-        raise InputError("--delta applies to the gate; add --gate")
+    elif delta is not None or backend != "hf":
+        raise InputError(f"{'--delta' if delta is not None else '--backend'} applies to the gate; add --gate")
     base = team_base(reg, team)
     with progress_callback() as cb:
         try:
             result = gate_mod.swap(reg, team, role, ref, gate=cfg, force=force, dry_run=dry_run, device=device,
-                                   dtype=dtype, base=base, progress=cb)
+                                   dtype=dtype, backend=backend, base=base, progress=cb)
         except GateRefused as e:
             emit(e.report, as_json, render_swap)
             raise

@@ -13,7 +13,8 @@ from .render import JsonOpt, console, emit, progress, table
 TeamOpt = typer.Option(..., "--team", "-t", help="The team to play (see `team list`).")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 where supported) | float32 | bfloat16 | float16.")
-BackendOpt = typer.Option("hf", "--backend", help="Rollout backend: hf (default), or NAME=ARG for backends taking one.")
+BackendOpt = typer.Option("hf", "--backend", help="Rollout backend: hf (default), vllm[=OPTIONS] or "
+                                               "vllm-server=URL[,URL...] (docs/vllm.md).")
 
 
 def register(app: typer.Typer) -> None:

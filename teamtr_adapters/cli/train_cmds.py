@@ -9,6 +9,7 @@ import typer
 from ..errors import InputError
 from ..registry import Registry
 from .render import JsonOpt, console, emit, progress, table
+from .runtime_cmds import BackendOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +34,11 @@ def _render_train(s: dict[str, Any]) -> None:
                          "backtracks", "out", "tokens", "s"], rows))
     keys = ["out_of_region_rate", "stale_gap_mean", "tokens", "diag_tokens", "wall_s", "certificate_rank_corr"]
     console.print("  ".join(f"{k}={_fmt(s.get(k))}" for k in keys), highlight=False)
+    gap = s.get("logprob_gap")
+    if gap and gap["tokens"]:
+        console.print(f"rollout backend {s['backend']}: engine - trainer log-prob gap mean |d| "
+                      f"{_fmt(gap['mean_abs'])}, max |d| {_fmt(gap['max_abs'])}, KL k3 {_fmt(gap['kl_k3'])} "
+                      f"over {gap['tokens']} trained tokens", highlight=False)
     for when in ("eval_before", "eval_after"):
         if s.get(when):
             console.print(f"{when}: accuracy {s[when]['accuracy']:.3f} on {s[when]['n']} held-out prompts")
@@ -77,8 +83,11 @@ def train(
     eval_n: int = typer.Option(0, "--eval", help="Score N held-out prompts before and after (0: off)."),
     diag: bool = typer.Option(True, "--diag/--no-diag",
                               help="Stale methods: roll out intermediate teams for L_fresh and D_tok (extra tokens)."),
+    tis_cap: Optional[float] = typer.Option(None, "--tis-cap", help="Truncated importance sampling: weight each "
+                                            "token's surrogate term by min(pi_trainer / pi_engine, CAP) (default off)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float32"),
+    backend: str = BackendOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train agents with TeamTR: `train ROLE --team T [--updates K]` or `train --team T --stages S`."""
@@ -93,10 +102,10 @@ def train(
     cfg = TrainConfig(method=method, order=role or order, resample=resample, resample_every=resample_every,
                       steps=steps, lr=lr, delta=delta, beta0=beta, kl_control=kl_control, hard_check=hard_check,
                       ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
-                      micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n)
+                      micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n, tis_cap=tis_cap)
     reg = Registry()
-    with progress() as bars:
-        trainer = Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars), single_role=role)
+    with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
+                                     single_role=role, backend=backend) as trainer:
         result = run_stages(trainer, stages if stages is not None else updates)
     data = {**result.summary, "records": [r.to_dict() for r in result.records]}
     emit(data, as_json, _render_train)

@@ -20,7 +20,8 @@ class UpdateRecord:
     states (identical to `d_tok_mean` when the training data is fresh). `out_of_region` = d_tok_fresh >
     delta. `certificate` = l_fresh - c * sqrt(d_tok_fresh) - se(l_fresh), c = sqrt(2) * max|A|.
     `tokens` are the training rollouts' generated tokens (the budget), `diag_tokens` those generated only
-    for diagnostics.
+    for diagnostics. `logprob_gap`: the rollout engine's minus the trainer's log-probs of the trained
+    agent's sampled tokens under the pre-update version (`runtime.logprob_gap.logprob_gap`).
     """
 
     stage: int
@@ -57,6 +58,7 @@ class UpdateRecord:
     diag_tokens: int = 0
     wall_s: float = 0.0
     delta: float = 0.0
+    logprob_gap: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

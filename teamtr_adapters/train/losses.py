@@ -56,17 +56,21 @@ def policy_ratio(new_logp: Tensor, old_logp: Tensor, mask: Tensor, mode: str = "
 
 
 def clipped_surrogate(ratio: Tensor, adv: Tensor, mask: Tensor, clip_eps: float, mode: str = "token",
-                      n_tokens: int | None = None, n_rows: int | None = None) -> tuple[Tensor, Tensor]:
+                      n_tokens: int | None = None, n_rows: int | None = None,
+                      weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """PPO's E[min(w A, clip(w, 1-eps, 1+eps) A)] on the agent's tokens only.
 
     `adv` is per row [B]. Token mode averages over all masked tokens of the batch (each token counts
     once); sequence modes average over rows (one ratio per message). `n_tokens`/`n_rows` override the
-    normalisers (the whole batch's counts, so that micro-batch objectives add up exactly). Returns
+    normalisers (the whole batch's counts, so that micro-batch objectives add up exactly). `weight` [B, T]
+    multiplies each token's term (truncated importance weights, see `LossConfig.tis_cap`). Returns
     (objective, per-row values), where a row's value is its own token mean, used for standard errors.
     """
     m = mask.to(ratio.dtype)
     a = adv.to(ratio.dtype).unsqueeze(1)
     per_tok = torch.minimum(ratio * a, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * a)
+    if weight is not None:
+        per_tok = per_tok * weight.to(per_tok.dtype)
     rows = masked_mean(per_tok, m, dim=1)
     if mode == "token":
         return (per_tok * m).sum() / (n_tokens or m.sum().clamp_min(1.0)), rows
@@ -119,22 +123,27 @@ def masked_quantile(x: Tensor, mask: Tensor, q: float) -> float:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The update loss's options: PPO clip, ratio mode, log-space clamp of sequence ratios, temperature."""
+    """The update loss's options: PPO clip, ratio mode, log-space clamp of sequence ratios, temperature, and
+    the cap of truncated importance sampling (None: off; else each token's surrogate term is multiplied by
+    min(pi_trainer / pi_engine, tis_cap), correcting for tokens sampled by another rollout engine)."""
 
     clip_eps: float = 0.2
     ratio: str = "token"
     log_clamp: float = 20.0
     temperature: float = 1.0
+    tis_cap: float | None = None
 
 
 def update_loss(new_logits: Tensor, targets: Tensor, ref_logp_full: Tensor, adv: Tensor, mask: Tensor,
-                cfg: LossConfig, beta: float, n_tokens: int | None = None,
-                n_rows: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                cfg: LossConfig, beta: float, n_tokens: int | None = None, n_rows: int | None = None,
+                tis: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """-surrogate + beta * D_tok for one (micro)batch, normalised by the whole batch's `n_tokens` masked
     tokens (token means) and `n_rows` rows (sequence means) so that micro-batch losses add up exactly.
 
     The surrogate's old policy is the frozen pre-update version (`ref_logp_full`), which is also the KL
-    reference. Returns (loss, per-token KL [B, T] detached, new token log-probs [B, T] detached).
+    reference. `tis` [B, T]: truncated importance weights multiplying the surrogate's per-token terms (the
+    KL penalty is exact and stays unweighted). Returns (loss, per-token KL [B, T] detached, new token
+    log-probs [B, T] detached).
     """
     m = mask.float()
     n_tokens = n_tokens or int(m.sum())
@@ -143,7 +152,7 @@ def update_loss(new_logits: Tensor, targets: Tensor, ref_logp_full: Tensor, adv:
     new_logp = gather_logp(new_lp_full, targets)
     kl = token_kl(ref_logp_full, new_lp_full)
     ratio = policy_ratio(new_logp, gather_logp(ref_logp_full, targets), mask, cfg.ratio, cfg.log_clamp)
-    surrogate, _ = clipped_surrogate(ratio, adv, mask, cfg.clip_eps, cfg.ratio, n_tokens, n_rows)
+    surrogate, _ = clipped_surrogate(ratio, adv, mask, cfg.clip_eps, cfg.ratio, n_tokens, n_rows, tis)
     loss = -surrogate + beta * (kl * m).sum() / n_tokens
     return loss, kl.detach(), new_logp.detach()
 

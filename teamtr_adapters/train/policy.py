@@ -2,6 +2,11 @@
 LoRA adapter initialised from the pre-update version, with forward/backward passes that measure the
 exact token KL to that version on the same states.
 
+The rollout engine's behaviour log-probs ride along with each row (`LossRows.engine_logprobs`) but never
+enter the ratio: the surrogate's old policy is the trainer's own forward of the pre-update version. They
+serve the engine-vs-trainer gap (`Measurement.trainer_logprobs` is the other side) and, optionally,
+truncated importance sampling (`LossConfig.tis_cap`).
+
 The pre-update version stays loaded, frozen, as the KL reference and the surrogate's old policy
 (never the bare base). Only the working copy's LoRA matrices require grad; peft's `set_adapter` would
 silently change that, so the trainable set is set and asserted explicitly on every pass.
@@ -17,6 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import TrainingAborted
+from ..runtime.logprob_gap import tis_weights
 from ..runtime.records import Episode
 from .losses import (LossConfig, gather_logp, kl_estimators, log_softmax_t, masked_quantile, surrogate_gain,
                      update_loss)
@@ -26,13 +32,14 @@ WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
 
 @dataclass
 class LossRows:
-    """One row per message of the trained agent: the exact context it read, its message, and the
-    advantage of the episode the message belongs to."""
+    """One row per message of the trained agent: the exact context it read, its message, the rollout
+    engine's log-probs of the message's tokens, and the advantage of the episode the message belongs to."""
 
     prompts: list[list[int]] = field(default_factory=list)
     completions: list[list[int]] = field(default_factory=list)
     adv: list[float] = field(default_factory=list)
     episode: list[int] = field(default_factory=list)
+    engine_logprobs: list[list[float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -57,6 +64,7 @@ def agent_rows(episodes: list[Episode], role: str, adv: list[float]) -> LossRows
                 rows.completions.append(turn.message_ids)
                 rows.adv.append(float(adv[e]))
                 rows.episode.append(e)
+                rows.engine_logprobs.append(turn.logprobs)
     return rows
 
 
@@ -72,6 +80,7 @@ class Measurement:
     gain_se: float
     loss: float
     adv_max: float
+    trainer_logprobs: list[list[float]] = field(default_factory=list)  # pre-update version, per row
 
 
 def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +92,17 @@ def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out[i, :r.numel()] = r
         mask[i, :r.numel()] = 1
     return out, mask
+
+
+def tis_tensor(engine: list[list[float]], trainer_logp: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance weights min(pi_trainer / pi_engine, cap) laid out like `mask` [B, T] (1 off
+    the mask), from the engine's per-row log-probs and the trainer's token log-probs [B, T]."""
+    m = mask.bool()
+    trainer = [trainer_logp[r][m[r]].tolist() for r in range(m.shape[0])]
+    weights = torch.ones_like(trainer_logp)
+    weights[m] = torch.tensor([w for row in tis_weights(engine, trainer, cap) for w in row],
+                              dtype=weights.dtype, device=weights.device)
+    return weights
 
 
 def adapter_param_names(model: Any, name: str) -> set[str]:
@@ -172,7 +192,11 @@ class WorkingCopy:
                             ref = log_softmax_t(self._logits(rows, sl, self.parent)[0], self.cfg.temperature)
                     if ref_cache is not None:
                         ref_cache.append(ref)
-                loss, kl, new_logp = update_loss(logits, targets, ref, adv[sl], mask, self.cfg, beta, n_tok, n_rows)
+                old_logp = gather_logp(ref, targets)
+                tis = (tis_tensor(rows.engine_logprobs[sl], old_logp, mask, self.cfg.tis_cap)
+                       if self.cfg.tis_cap else None)
+                loss, kl, new_logp = update_loss(logits, targets, ref, adv[sl], mask, self.cfg, beta, n_tok, n_rows,
+                                                 tis)
             if not math.isfinite(float(loss.detach())):
                 self.zero_grad()
                 raise TrainingAborted(f"non-finite loss ({float(loss.detach())}) in an update of {self.key}; "
@@ -180,7 +204,6 @@ class WorkingCopy:
             if backward:
                 loss.backward()
             loss_sum += float(loss.detach())
-            old_logp = gather_logp(ref, targets)
             for r in range(mask.shape[0]):
                 m = mask[r]
                 kls.append(kl[r][m].float().cpu())
@@ -202,7 +225,8 @@ class WorkingCopy:
         return Measurement(d_mean=float(kl_all.double().mean()),
                            d_p99=masked_quantile(kl_all, torch.ones_like(kl_all), 0.99), k1=est["k1"],
                            k3=est["k3"], gain=gain, gain_se=se, loss=loss,
-                           adv_max=float(a.abs().max()) if a.numel() else 0.0)
+                           adv_max=float(a.abs().max()) if a.numel() else 0.0,
+                           trainer_logprobs=[r.tolist() for r in old_rows])
 
     def measure(self, rows: LossRows, beta: float = 0.0) -> Measurement:
         """Score the parameters in place against the parent on other states (no gradients)."""

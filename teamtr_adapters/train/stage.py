@@ -16,6 +16,13 @@ component update of agent j:
 Suffix resampling: after agent j is updated, every turn before j's first turn in an episode was
 produced by agents that did not change, so those prefixes are kept and only the turns from j onward
 are regenerated with the new team (exact in distribution). `resample="full"` regenerates everything.
+
+Rollout backends: with `backend="hf"` the trainer's TeamModel also generates. With another backend
+(`vllm`, `vllm-server=URL`) rollouts go through that engine, which holds exactly the team's current
+pins: each committed version is loaded under its registry id and the version it replaced is unloaded
+(suffix resampling keeps old turns as they are and never regenerates them). The loss still uses the
+trainer's own log-probs of the pre-update version as the old policy; the engine's log-probs only feed
+the per-update `logprob_gap` and, with `tis_cap`, truncated importance weights.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ import torch
 
 from ..errors import InputError
 from ..registry import Registry
+from ..runtime.backend import Backend, create_backend, parse_backend
+from ..runtime.logprob_gap import logprob_gap
 from ..runtime.records import Episode
 from ..spec import TeamSpec
 from . import baselines
@@ -73,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     diag_fresh: bool = True  # stale methods: roll out the intermediate team for L_fresh / D_tok (diag tokens)
     eval_n: int = 0  # held-out prompts scored before and after the run (0: off)
+    tis_cap: float | None = None  # truncated importance sampling min(pi_trainer / pi_engine, cap) (None: off)
 
     def resolved(self, spec: TeamSpec) -> "TrainConfig":
         tr = spec.trust_region
@@ -87,7 +97,8 @@ class TrainConfig:
                   (out.steps >= 0 and out.micro_batch >= 1 and out.prompts >= 1, "--steps >= 0, --prompts >= 1"),
                   (out.group_size >= 2, "--group-size must be >= 2 (advantages are group-normalised)"),
                   (out.delta > 0 and out.lr > 0, "--delta and --lr must be positive"),
-                  (out.max_new_tokens is None or out.max_new_tokens >= 1, "--max-new-tokens must be >= 1")]
+                  (out.max_new_tokens is None or out.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
+                  (out.tis_cap is None or out.tis_cap > 0, "--tis-cap must be positive")]
         for ok, msg in checks:
             if not ok:
                 raise InputError(msg)
@@ -120,18 +131,35 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def rollout_engine(backend: str, tm: Any, *, device: str = "auto", dtype: str = "auto") -> Backend:
+    """The engine that plays rollouts for backend spec `backend`: the TeamModel `tm` itself for `hf`,
+    else a new backend on the same base (close it with `close_engine`)."""
+    if parse_backend(backend)[0] == "hf":
+        return tm
+    return create_backend(backend, tm.base, device=device, dtype=dtype)
+
+
+def close_engine(engine: Backend, tm: Any) -> None:
+    """Shut down a rollout engine made by `rollout_engine` (the TeamModel stays)."""
+    if engine is not tm:
+        getattr(engine, "close", lambda: None)()
+
+
 def _seed(*parts: Any) -> int:
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 class Trainer:
     """The team being trained: registry, spec, the TeamModel with every pinned version loaded, the
+    rollout engine (`backend`: the TeamModel for "hf", else e.g. "vllm" or "vllm-server=URL"), the
     current pins, per-agent KL coefficients and the run's diagnostics log. `reward_fn` replaces the
-    task verifier's reward of every rollout (a synthetic task for experiments and tests)."""
+    task verifier's reward of every rollout (a synthetic task for experiments and tests). Use it as a
+    context manager (or call `close`) to shut a separate engine down."""
 
     def __init__(self, registry: Registry, team: str, cfg: TrainConfig, *, device: str = "auto",
                  dtype: str = "auto", progress: Progress | None = None, run_dir: Path | None = None,
-                 single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None) -> None:
+                 single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None,
+                 backend: str = "hf") -> None:
         from ..runtime.base import resolve_base
         from ..runtime.team_model import TeamModel
         from ..tasks import get_task
@@ -146,15 +174,24 @@ class Trainer:
         if self.base.identity["hash"] != self.manifest["base"]["hash"]:
             raise InputError(f"team {team!r} was built on another base than {self.base.name} "
                              f"({self.manifest['base']['hash']} != {self.base.identity['hash']})")
+        parse_backend(backend)
         self.tm = TeamModel(self.base, device=device, dtype=dtype)
         for vid in self.pins.values():
             self.tm.ensure_adapter(vid, registry.version_path(vid))
+        self.backend = backend
+        self.engine = rollout_engine(backend, self.tm, device=device, dtype=dtype)
+        self.engine_versions: set[str] = set()  # versions loaded into a separate engine
+        try:
+            self.sync_engine()
+        except BaseException:
+            self.close()
+            raise
         self.task = get_task(self.spec.task)
         c = self.cfg
         self.betas = {r: AdaptiveBeta(c.beta0, c.kl_target * c.delta, adaptive=c.kl_control == "adaptive")
                       for r in self.spec.role_names}
         self.loss_cfg = LossConfig(clip_eps=c.clip_eps, ratio=c.ratio, log_clamp=c.log_clamp,
-                                   temperature=self.spec.sampling.temperature or 1.0)
+                                   temperature=self.spec.sampling.temperature or 1.0, tis_cap=c.tis_cap)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.run_id = f"{team}-{c.method}-{stamp}-{_seed(time.time_ns()) % 10000:04d}"
         self.run_dir = Path(run_dir) if run_dir else registry.home / "runs" / self.run_id
@@ -165,6 +202,27 @@ class Trainer:
         self.pending: list[UpdateRecord] = []  # committed updates waiting for the next rollout's reward
         self.n_updates = 0
         self._work = 0
+
+    def sync_engine(self) -> None:
+        """Make the rollout engine hold exactly the current pins: load pinned versions under their ids and
+        unload the ones no longer pinned (a TeamModel engine keeps them: it is also the trainer's model)."""
+        pinned = set(self.pins.values())
+        for vid in sorted(pinned - self.engine_versions):
+            self.engine.ensure_adapter(vid, self.reg.version_path(vid))
+        if self.engine is not self.tm:
+            for vid in sorted(self.engine_versions - pinned):
+                self.engine.unload_adapter(vid)
+        self.engine_versions = pinned
+
+    def close(self) -> None:
+        """Shut a separate rollout engine down (its worker processes, its server connections)."""
+        close_engine(self.engine, self.tm)
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- rollouts ----------------------------------------------------------------------------------
     def play_spec(self) -> TeamSpec:
@@ -191,9 +249,9 @@ class Trainer:
                           for e in prev.episodes]
         else:
             prev, from_turns = None, None
-        episodes = rollout(self.tm, spec, items, group_size=g, seed=seed, pins=self.pins,
-                           prefix=prev.episodes if prev else None, from_turn=from_turns or 0,
-                           progress=lambda done, total: self.progress(phase, done, total))
+        episodes = rollout(self.engine, spec, items, group_size=g, seed=seed, pins=self.pins,
+                           tokenizer=self.tm.tokenizer, prefix=prev.episodes if prev else None,
+                           from_turn=from_turns or 0, progress=lambda done, total: self.progress(phase, done, total))
         if self.reward_fn is not None:
             for e in episodes:
                 e.reward = float(self.reward_fn(e))
@@ -243,6 +301,7 @@ class Trainer:
         self.n_updates += 1
         try:
             m = self._optimise(work, rows, role, rec)
+            rec.logprob_gap = logprob_gap(rows.engine_logprobs, m.trainer_logprobs)
             rec.d_tok_mean, rec.d_tok_p99, rec.kl_k1, rec.kl_k3 = m.d_mean, m.d_p99, m.k1, m.k3
             rec.beta = self.betas[role].beta
             if fresh is not None:
@@ -327,6 +386,7 @@ class Trainer:
                 for role, vid in changes.items():
                     self.tm.ensure_adapter(vid, self.reg.version_path(vid))
                     self.pins[role] = vid
+                self.sync_engine()
         finally:
             for _, work in updates:
                 work.close()
@@ -348,14 +408,27 @@ class Trainer:
     def write_config(self, extra: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(
-            {"run": self.run_id, "team": self.team, "train": asdict(self.cfg), "pins_before": self.pins, **extra},
+            {"run": self.run_id, "team": self.team, "train": asdict(self.cfg), "backend": self.backend,
+             "pins_before": self.pins, **extra},
             indent=2, sort_keys=True))
 
     def write_summary(self, extra: dict[str, Any]) -> dict[str, Any]:
-        summary = {"run": self.run_id, "team": self.team, "method": self.cfg.method, **summarise(self.records),
+        summary = {"run": self.run_id, "team": self.team, "method": self.cfg.method, "backend": self.backend,
+                   **summarise(self.records), "logprob_gap": gap_summary(self.records),
                    "pins_after": dict(self.pins), "run_dir": str(self.run_dir), **extra}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return summary
+
+
+def gap_summary(records: list[UpdateRecord]) -> dict[str, float]:
+    """The engine-vs-trainer log-prob gap over a run: token-weighted means of the per-update gaps
+    (signed, absolute, k3 KL) and the largest absolute gap."""
+    gaps = [r.logprob_gap for r in records if r.logprob_gap and r.logprob_gap["tokens"]]
+    n = sum(g["tokens"] for g in gaps)
+    if not n:
+        return {"tokens": 0, "mean": 0.0, "mean_abs": 0.0, "max_abs": 0.0, "kl_k3": 0.0}
+    return {"tokens": n, **{k: sum(g[k] * g["tokens"] for g in gaps) / n for k in ("mean", "mean_abs", "kl_k3")},
+            "max_abs": max(g["max_abs"] for g in gaps)}
 
 
 def _context(data: Rollouts, role: str) -> dict[str, str]:
