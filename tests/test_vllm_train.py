@@ -147,3 +147,32 @@ def test_gate_through_vllm_accepts_identical_weights_like_hf(team, cli, tmp_path
     code, _, err = cli("swap", "solver", str(twin), "--backend", "vllm")
     assert code == 2 and "--backend applies to the gate; add --gate" in err
 
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_train_and_gate_through_a_vllm_server(team, cli, vllm_base_dir, tmp_path):
+    """The same through `vllm-server=URL` (a real server on loopback): after a stage the server lists
+    exactly the new pins, and the gate accepts identical weights with D_tok 0."""
+    from teamtr_adapters.runtime.backend import create_backend
+    from teamtr_adapters.runtime.base import resolve_base
+    from teamtr_adapters.runtime.vllm_server import local_server
+    from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+
+    cfg = TrainConfig(steps=2, group_size=4, prompts=2, max_new_tokens=4, lr=1e-2, delta=0.05)
+    with local_server(vllm_base_dir, log=tmp_path / "server.log", dtype="float32", max_loras=4) as url:
+        before = team.pins("tiny-duo")
+        with Trainer(team, "tiny-duo", cfg, reward_fn=even_first_token, backend=f"vllm-server={url}", **TINY) as t:
+            result = run_stages(t, 1)
+        after = team.pins("tiny-duo")
+        assert after != before and any(r.version for r in result.records)
+        assert all(_gap_ok(r.logprob_gap) for r in result.records)
+        server = create_backend(f"vllm-server={url}", resolve_base(str(vllm_base_dir)))
+        assert server.engine_versions() == sorted(set(after.values()))
+        twin = same_weights_new_id(team.version_path(after["solver"]), tmp_path / "twin")
+        code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "4", "--backend", f"vllm-server={url}",
+                             "--device", "cpu", "--dtype", "float32", "--json")
+    assert code == 0, err
+    rep = json.loads(out)["report"]
+    assert rep["backend"] == f"vllm-server={url}" and rep["d_tok"] == 0.0 and rep["contexts"] == 4
+    assert rep["accepted"] and team.pins("tiny-duo")["solver"] == rep["candidate"]["id"]
