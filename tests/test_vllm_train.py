@@ -3,8 +3,8 @@ model: rollouts through the engine, committed versions loaded into it and replac
 engine-vs-trainer log-prob gap in the records and the summary, the gate's decision equal to hf's.
 
 The engine tests run in the vLLM environment only: `make vllm-env`, then
-`.venv-vllm/bin/python -m pytest tests/test_vllm_train.py` (docs/vllm.md). The TIS arithmetic test runs
-in both environments."""
+`.venv-vllm/bin/python -m pytest tests/test_vllm_train.py` (docs/vllm.md). The TIS arithmetic and the
+argument-error tests run in both environments."""
 from __future__ import annotations
 
 import importlib.util
@@ -82,6 +82,13 @@ def test_tis_weights_scale_each_tokens_surrogate_term():
     assert float(plain) == pytest.approx(-float((mask * adv[:, None]).sum() / mask.sum()), abs=1e-6)
 
 
+def test_backend_argument_errors(tiny_team, cli, tmp_path):
+    code, _, err = cli("train", "--team", "tiny-duo", "--stages", "1", "--backend", "bogus")
+    assert code == 2 and "unknown backend 'bogus'" in err and "Traceback" not in err
+    code, _, err = cli("swap", "solver", "v1", "--team", "tiny-duo", "--backend", "vllm")
+    assert code == 2 and "--backend applies to the gate; add --gate" in err
+
+
 @pytest.mark.vllm
 @needs_vllm
 def test_train_through_vllm_commits_versions_and_keeps_the_engine_on_the_pins(team):
@@ -144,8 +151,6 @@ def test_gate_through_vllm_accepts_identical_weights_like_hf(team, cli, tmp_path
     for rep in (vllm, hf):
         assert rep["d_tok"] == 0.0 and rep["kl_states"] > 0 and rep["contexts"] == 4
         assert rep["accepted"] and rep["decision"] == "accepted" and rep["reasons"] == []
-    code, _, err = cli("swap", "solver", str(twin), "--backend", "vllm")
-    assert code == 2 and "--backend applies to the gate; add --gate" in err
 
 
 
