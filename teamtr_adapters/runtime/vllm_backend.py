@@ -48,9 +48,10 @@ def parse_options(arg: str | None, defaults: dict[str, int | float]) -> dict[str
 
 
 def import_vllm() -> Any:
-    """The `vllm` module (its logging at WARNING unless `VLLM_LOGGING_LEVEL` says otherwise), or a clear
-    error saying how to get the vLLM environment."""
+    """The `vllm` module (its logging at WARNING on stderr unless `VLLM_LOGGING_LEVEL` /
+    `VLLM_LOGGING_STREAM` say otherwise), or a clear error saying how to get the vLLM environment."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the commands' --json
     try:
         import vllm
     except ImportError:
