@@ -16,15 +16,17 @@ from .fit import ExponentFit, fit_exponent  # noqa: E402
 Series = Mapping[int | float, Sequence[float]]
 
 
-def plot_fits(ax, fits: Mapping[str, ExponentFit], *, ref_slopes: Sequence[float] = (1.0, 2.0)) -> None:
-    """Log-log means (with bootstrap intervals) and the fitted power law of each fit on one axis;
-    dashed grey reference lines of the given slopes through the first fit's first point."""
+def plot_fits(ax, fits: Mapping[str, ExponentFit], *, ref_slopes: Sequence[float] = (1.0, 2.0),
+              colors: Mapping[str, str] | None = None) -> None:
+    """Log-log means (with bootstrap intervals) and the fitted power law of each fit on one axis (in
+    `colors[label]` when given); dashed grey reference lines of the given slopes through the first fit's
+    first point."""
     for label, fit in fits.items():
         sizes = sorted(fit.means)
         x = np.array(sizes, dtype=float)
         y = np.array([fit.means[k] for k in sizes])
         err = np.array([[y[i] - fit.mean_ci[k][0], fit.mean_ci[k][1] - y[i]] for i, k in enumerate(sizes)]).T
-        line = ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", capsize=3,
+        line = ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", capsize=3, color=(colors or {}).get(label),
                            label=f"{label}: b = {fit.exponent:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]")
         c = np.exp(np.mean(np.log(y) - fit.exponent * np.log(x)))
         ax.plot(x, c * x**fit.exponent, "-", color=line[0].get_color(), lw=1)
@@ -57,11 +59,12 @@ def plot_points(ax, series: Mapping[str, Series]) -> None:
 
 
 def plot_scaling(ax, series: Mapping[str, Series], *, ref_slopes: Sequence[float] = (1.0, 2.0),
-                 n_boot: int = 4000, points: bool = False) -> dict[str, ExponentFit]:
+                 n_boot: int = 4000, points: bool = False,
+                 colors: Mapping[str, str] | None = None) -> dict[str, ExponentFit]:
     """Fit each {size: [values]} series (`fit_exponent`) and plot it with `plot_fits` (and, with `points`,
     every value with `plot_points`); returns the fits."""
     fits = {label: fit_exponent(values, n_boot=n_boot) for label, values in series.items()}
-    plot_fits(ax, fits, ref_slopes=ref_slopes)
+    plot_fits(ax, fits, ref_slopes=ref_slopes, colors=colors)
     if points:
         plot_points(ax, series)
     return fits
@@ -71,11 +74,13 @@ def save_scaling_figure(panels: Mapping[str, Mapping[str, Series]], path: Path, 
                         ylabel: str = "", ref_slopes: Sequence[float] = (1.0, 2.0),
                         points: bool = False) -> dict[str, dict]:
     """One log-log panel per entry of `panels` ({title: {label: {size: [values]}}}), with every value as a
-    dot when `points`; returns the fits ({title: {label: fit dict}})."""
+    dot when `points`; a label has one colour in every panel. Returns the fits ({title: {label: fit dict}})."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    labels = dict.fromkeys(label for series in panels.values() for label in series)
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
     out = {}
     for ax, (title, series) in zip(axes[0], panels.items()):
-        fits = plot_scaling(ax, series, ref_slopes=ref_slopes, points=points)
+        fits = plot_scaling(ax, series, ref_slopes=ref_slopes, points=points, colors=colors)
         out[title] = {k: f.as_dict() for k, f in fits.items()}
         ax.set_title(title)
         ax.set_xlabel(xlabel)
