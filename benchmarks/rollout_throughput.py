@@ -11,7 +11,7 @@ SmolLM2-135M-Instruct, budgets 64/48/24 tokens), N arithmetic prompts, the spec'
 Tokens/s counts generated tokens (EOS included) over wall time. Runs differ in sampled lengths, so
 compare tokens/s, not wall times.
 
-    python benchmarks/rollout_throughput.py [--episodes 32] [--backends hf,hf=unmerged] [--json]
+    python benchmarks/rollout_throughput.py [--episodes 32] [--backends hf,hf=unmerged] [--no-sequential] [--json]
 
 A backend measured here is any name `runtime.backend.create_backend` knows (`NAME` or `NAME=ARG`);
 its raw-generate function comes from `RAW_GENERATE` (a backend without one reports no raw line).
@@ -73,8 +73,9 @@ def raw_generate_vllm(backend: Any, turns: list[tuple[list[list[int]], int]], te
 RAW_GENERATE: dict[str, Callable[..., int]] = {"hf": raw_generate_hf, "vllm": raw_generate_vllm}
 
 
-def measure(spec_name: str, team: Any, items: list[Any], seed: int) -> dict[str, Any]:
-    """Batched rollout, raw generate on its batches, then one-at-a-time rollout, on the same prompts."""
+def measure(spec_name: str, team: Any, items: list[Any], seed: int, sequential: bool = True) -> dict[str, Any]:
+    """Batched rollout, raw generate on its batches, then (with `sequential`) one-at-a-time rollout, on the
+    same prompts."""
     t0 = time.perf_counter()
     eps = team.rollout(items, 1, seed)
     batched_s = time.perf_counter() - t0
@@ -91,6 +92,8 @@ def measure(spec_name: str, team: Any, items: list[Any], seed: int) -> dict[str,
         raw_s = time.perf_counter() - t0
         out["raw_generate"] = {"tokens": raw_tok, "wall_s": round(raw_s, 2), "tok_s": round(raw_tok / raw_s, 1)}
         out["protocol_vs_raw"] = round(out["batched"]["tok_s"] / out["raw_generate"]["tok_s"], 2)
+    if not sequential:
+        return out
     t0 = time.perf_counter()
     seq_tok = 0
     for item in items:
@@ -109,10 +112,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 gives a fair figure on a "
+                                                 "machine shared with other jobs)")
+    ap.add_argument("--no-sequential", dest="sequential", action="store_false",
+                    help="Skip the one-episode-at-a-time loop (batched and raw generate only).")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("TEAMTR_CACHE", str(REPO / ".cache" / "teamtr"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
 
     from teamtr_adapters.registry import Registry
     from teamtr_adapters.runtime.team import load_team
@@ -129,7 +140,7 @@ def main() -> None:
                                  device=a.device, dtype=a.dtype)
                 items = team.task.sample(a.episodes, seed=a.seed, split="train")
                 team.rollout(items[:2], 1, a.seed + 1)  # warm-up (kernels, caches), not timed
-                results.append(measure(spec_name, team, items, a.seed))
+                results.append(measure(spec_name, team, items, a.seed, a.sequential))
                 getattr(team.backend, "close", lambda: None)()  # the vllm engine's worker processes
                 del team
         for r in results:
@@ -145,7 +156,8 @@ def main() -> None:
           f" {'protocol/raw':>13} {'vs first':>9}")
     for r in results:
         raw = r.get("raw_generate", {}).get("tok_s", "-")
-        print(f"{r['backend']:<14} {r['batched']['tok_s']:>14} {r['sequential']['tok_s']:>20} {r['ratio']:>6} "
+        seq = r.get("sequential", {}).get("tok_s", "-")
+        print(f"{r['backend']:<14} {r['batched']['tok_s']:>14} {seq:>20} {r.get('ratio', '-'):>6} "
               f"{raw:>19} {r.get('protocol_vs_raw', '-'):>13} {r['vs_first']:>9}")
 
 
