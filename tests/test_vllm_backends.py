@@ -168,6 +168,19 @@ def check_swap_and_unload(backend, versions, hf_swapped, prompts):
     backend.unload_adapter(old.id)  # no-op
 
 
+def check_batch_longer_than_an_engine_step(backend, versions, prompts):
+    """More prompt tokens than vLLM's CPU default engine step (4096; 2048 for a server), seeded: whole
+    prompts per step, no crash (chunked prefill rewinds seeded generators, which CPU ones cannot do)."""
+    from teamtr_adapters.runtime.backend import GenRequest
+
+    v = versions["solver:v3"]
+    backend.ensure_adapter(v.id, v.path)
+    long = [[100 + i] + (p * 16)[:400] for i, p in enumerate(prompts * 11)]  # distinct: no prefix-cache hits
+    assert sum(map(len, long)) > 3 * 4096
+    results = backend.generate([GenRequest(p, v.id, 4) for p in long], temperature=0.8, top_p=1.0, seed=3)
+    assert len(results) == len(long) and all(1 <= len(r.ids) <= 4 for r in results)
+
+
 @pytest.fixture(scope="class")
 def engine(embedded_base):
     """An in-process vLLM engine (float32), shut down after its test class."""
@@ -196,6 +209,9 @@ class TestEngine:
         trainer = hf.logprobs(prompts, [r.ids for r in first], v.id, temperature=0.8)
         for r, t in zip(first, trainer):
             assert max(abs(a - b) for a, b in zip(r.logprobs, t.tolist())) < LOGPROB_TOL
+
+    def test_batch_longer_than_an_engine_step(self, engine, versions, prompts):
+        check_batch_longer_than_an_engine_step(engine, versions, prompts)
 
     def test_adapter_rank_above_the_engine_limit_is_refused(self, engine, versions, tmp_path):
         import json
@@ -233,6 +249,9 @@ class TestServer:
 
     def test_swapped_version_served_without_restart_and_old_unloaded(self, client, versions, hf_swapped, prompts):
         check_swap_and_unload(client, versions, hf_swapped, prompts)
+
+    def test_batch_longer_than_an_engine_step(self, client, versions, prompts):
+        check_batch_longer_than_an_engine_step(client, versions, prompts)
 
     def test_second_client_over_two_urls_shares_loaded_versions(self, server, client, versions, prompts,
                                                                 embedded_base):

