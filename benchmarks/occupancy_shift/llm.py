@@ -34,7 +34,7 @@ from teamtr_adapters.runtime.base import resolve_base
 from teamtr_adapters.runtime.protocol import build_prompt
 from teamtr_adapters.spec import TeamSpec, spec_from_dict
 from teamtr_adapters.tasks import get_task
-from teamtr_adapters.train.policy import agent_rows
+from teamtr_adapters.train.policy import agent_rows, occupancy_divergence
 from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
 
 from .fit import fit_exponent
@@ -140,40 +140,6 @@ def build_tiny_base(out: Path) -> Path:
 
 
 # -- the divergence ---------------------------------------------------------------------------------------
-def occupancy_divergence(tm: Any, episodes: Sequence[Any], start_pins: dict[str, str], role: str, *,
-                         temperature: float, batch_size: int = 8) -> tuple[float, float]:
-    """KL(d_now || d_start) of the contexts `role` reads, estimated on `episodes` (rollouts of the current
-    team, which differs from the stage-start team `start_pins` only in agents updated since).
-
-    Only the updated agents' message probabilities differ, so by the chain rule the KL is the expected sum,
-    over those agents' messages before `role`'s first turn, of the token KLs KL(pi_new(.|s) || pi_start(.|s))
-    at the message's token states (full vocabulary, softmax(logits / temperature)). Returns (that mean over
-    episodes, never negative; the sampled mean of log pi_new(m) - log pi_start(m) over the same messages,
-    unbiased for the same KL). Both are 0 when no agent has changed."""
-    rows = []  # (episode index, turn) of every updated agent's message the role reads
-    for k, ep in enumerate(episodes):
-        for turn in ep.turns:
-            if turn.role == role:
-                break
-            if turn.version != start_pins[turn.role] and turn.message_ids:
-                rows.append((k, turn))
-    exact, sampled = np.zeros(len(episodes)), np.zeros(len(episodes))
-    with torch.no_grad():
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s:s + batch_size]
-            prompts, comps = [t.prompt_ids for _, t in chunk], [t.message_ids for _, t in chunk]
-            versions = [t.version for _, t in chunk] + [start_pins[t.role] for _, t in chunk]
-            logits, targets, mask = tm.completion_logits(prompts * 2, comps * 2, versions)
-            new, old = torch.log_softmax(logits.double() / (temperature or 1.0), -1).split(len(chunk))
-            mask = mask[:len(chunk)].double()
-            kl = ((new.exp() * (new - old)).sum(-1).clamp(min=0.0) * mask).sum(-1)  # clamp: rounding only
-            ratio = ((new - old).gather(-1, targets[:len(chunk), :, None])[..., 0] * mask).sum(-1)
-            for (k, _), a, b in zip(chunk, kl.tolist(), ratio.tolist()):
-                exact[k] += a
-                sampled[k] += b
-    return (float(exact.mean()), float(sampled.mean())) if len(episodes) else (0.0, 0.0)
-
-
 class DeadStart(Exception):
     """The first rollout set of a stage has equal rewards within every group: no update can learn."""
 
@@ -254,7 +220,8 @@ def run_stage(task: Task, train_seed: int, cfg: Config, base: str, team_home: Pa
         shutil.copytree(team_home, home)
         t0 = time.perf_counter()
         trainer = StudyTrainer(Registry(home), spec.name,
-                               TrainConfig(method=task.method, steps=cfg.steps, seed=train_seed, diag_fresh=True),
+                               TrainConfig(method=task.method, steps=cfg.steps, seed=train_seed, diag_fresh=True,
+                                           redraws=0, probe_prompts=0),
                                device="cpu", dtype=cfg.dtype, run_dir=Path(tmp) / "run")
         res = run_stages(trainer, 1)
         wall = time.perf_counter() - t0

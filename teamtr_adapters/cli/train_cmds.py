@@ -32,17 +32,38 @@ def _render_train(s: dict[str, Any]) -> None:
     console.print(table(f"run {s['run']} ({s['method']})",
                         ["#", "stage", "role", "version", "R before", "R after", "L_fresh", "D_tok", "beta",
                          "backtracks", "out", "tokens", "s"], rows))
-    keys = ["out_of_region_rate", "stale_gap_mean", "tokens", "diag_tokens", "wall_s", "certificate_rank_corr"]
+    keys = ["stale_gap_mean", "tokens", "diag_tokens", "wall_s"]
     console.print("  ".join(f"{k}={_fmt(s.get(k))}" for k in keys), highlight=False)
+    if s.get("probed_updates"):
+        console.print(f"out of region (D_tok > delta on held-out states): {s['out_of_region_updates']} of "
+                      f"{s['probed_updates']} updates; hard-check excursions rolled back: "
+                      f"{s['out_of_region_events']}", highlight=False)
+    corr = s.get("certificate_rank_corr")
+    if corr:
+        ci = corr["ci95"]
+        console.print(f"certificate vs measured reward change: Spearman {corr['rho']:.2f} "
+                      f"(95% CI {_ci(ci)}, {corr['n']} updates)", highlight=False)
+    for r in s["records"]:
+        if r.get("no_signal"):
+            console.print(f"update {r['update']} ({r['role']}): no learning signal: {r['no_signal']}",
+                          highlight=False, markup=False, soft_wrap=True)
     gap = s.get("logprob_gap")
     if gap and gap["tokens"]:
         console.print(f"rollout backend {s['backend']}: engine - trainer log-prob gap mean |d| "
                       f"{_fmt(gap['mean_abs'])}, max |d| {_fmt(gap['max_abs'])}, KL k3 {_fmt(gap['kl_k3'])} "
                       f"over {gap['tokens']} trained tokens", highlight=False)
-    for when in ("eval_before", "eval_after"):
-        if s.get(when):
-            console.print(f"{when}: accuracy {s[when]['accuracy']:.3f} on {s[when]['n']} held-out prompts")
+    ch = s.get("eval_change")
+    if ch:
+        k = s["eval_before"]["k"]
+        console.print(f"held-out accuracy {ch['before']:.3f} -> {ch['after']:.3f} on {ch['n']} prompts"
+                      f"{f' x {k} samples' if k > 1 else ''}: change {ch['change']:+.3f}, 95% CI {_ci(ch['ci95'])} "
+                      f"(paired: same prompts, same seeds; {ch['wins']} better, {ch['losses']} worse)",
+                      highlight=False)
     console.print(f"diagnostics: {s['run_dir']}/updates.jsonl  (curves: teamtr-adapters report {s['run']})")
+
+
+def _ci(ci: Any) -> str:
+    return "n/a" if not ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 class _Bars:
@@ -80,13 +101,24 @@ def train(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap every role's message."),
     micro_batch: int = typer.Option(8, "--micro-batch", help="Rows per forward/backward."),
     seed: int = typer.Option(0, "--seed"),
-    eval_n: int = typer.Option(0, "--eval", help="Score N held-out prompts before and after (0: off)."),
+    eval_n: int = typer.Option(0, "--eval", help="Score N held-out prompts before and after (0: off); the "
+                               "change is paired (same prompts, same seeds) with a 95% interval."),
+    eval_k: int = typer.Option(1, "--eval-k", help="Samples per held-out prompt (its score is their mean)."),
+    probe_prompts: int = typer.Option(8, "--probe-prompts", help="Prompts of the per-update probe rollout "
+                                      "that measures D_tok on held-out states (out-of-region; 0: off)."),
+    redraws: int = typer.Option(2, "--redraws", help="Redraw a rollout set without learning signal (equal "
+                                "rewards in every group) up to this many times."),
+    redraw_prompts: bool = typer.Option(False, "--redraw-prompts", help="A redraw also draws new prompts."),
+    fresh_prompts: bool = typer.Option(False, "--fresh-prompts", help="New prompts for every rollout set "
+                                       "(out-of-sample updates; no suffix reuse)."),
     diag: bool = typer.Option(True, "--diag/--no-diag",
                               help="Stale methods: roll out intermediate teams for L_fresh and D_tok (extra tokens)."),
     tis_cap: Optional[float] = typer.Option(None, "--tis-cap", help="Truncated importance sampling: weight each "
-                                            "token's surrogate term by min(pi_trainer / pi_engine, CAP) (default off)."),
+                                            "token's surrogate term by min(pi_trainer / pi_engine, CAP); default "
+                                            "2 when another engine or dtype plays the rollouts, else off; 0: off."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float32"),
+    dtype: str = typer.Option("auto", "--dtype", help="Rollout dtype: auto (= the trainer's float32, exact) | "
+                              "bfloat16 (faster rollouts by a second model; TIS corrects the gap)."),
     backend: str = BackendOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -102,7 +134,9 @@ def train(
     cfg = TrainConfig(method=method, order=role or order, resample=resample, resample_every=resample_every,
                       steps=steps, lr=lr, delta=delta, beta0=beta, kl_control=kl_control, hard_check=hard_check,
                       ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
-                      micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n, tis_cap=tis_cap)
+                      micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n, eval_k=eval_k,
+                      tis_cap=tis_cap, probe_prompts=probe_prompts, redraws=redraws, redraw_prompts=redraw_prompts,
+                      fresh_prompts=fresh_prompts)
     reg = Registry()
     with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
                                      single_role=role, backend=backend) as trainer:

@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -231,3 +231,39 @@ class WorkingCopy:
     def measure(self, rows: LossRows, beta: float = 0.0) -> Measurement:
         """Score the parameters in place against the parent on other states (no gradients)."""
         return self.run_pass(rows, None, beta, backward=False)
+
+
+def occupancy_divergence(tm: Any, episodes: Sequence[Episode], start_pins: dict[str, str], role: str, *,
+                         temperature: float, batch_size: int = 8) -> tuple[float, float]:
+    """KL(d_now || d_start) of the contexts `role` reads, estimated on `episodes` (rollouts of the current
+    team, which differs from the stage-start team `start_pins` only in agents updated since).
+
+    Only the updated agents' message probabilities differ, so by the chain rule the KL is the expected sum,
+    over those agents' messages before `role`'s first turn, of the token KLs KL(pi_new(.|s) || pi_start(.|s))
+    at the message's token states (full vocabulary, softmax(logits / temperature), in float64 over the
+    trainer's float32 logits). Returns (that mean over episodes, never negative; the sampled mean of
+    log pi_new(m) - log pi_start(m) over the same messages, unbiased for the same KL). Both are 0 when no agent
+    has changed."""
+    rows = []  # (episode index, turn) of every updated agent's message the role reads
+    for k, ep in enumerate(episodes):
+        for turn in ep.turns:
+            if turn.role == role:
+                break
+            if turn.version != start_pins[turn.role] and turn.message_ids:
+                rows.append((k, turn))
+    exact, sampled = [0.0] * len(episodes), [0.0] * len(episodes)
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            prompts, comps = [t.prompt_ids for _, t in chunk], [t.message_ids for _, t in chunk]
+            versions = [t.version for _, t in chunk] + [start_pins[t.role] for _, t in chunk]
+            logits, targets, mask = tm.completion_logits(prompts * 2, comps * 2, versions)
+            new, old = torch.log_softmax(logits.double() / (temperature or 1.0), -1).split(len(chunk))
+            mask = mask[:len(chunk)].double()
+            kl = ((new.exp() * (new - old)).sum(-1).clamp(min=0.0) * mask).sum(-1)  # clamp: rounding only
+            ratio = ((new - old).gather(-1, targets[:len(chunk), :, None])[..., 0] * mask).sum(-1)
+            for (k, _), a, b in zip(chunk, kl.tolist(), ratio.tolist()):
+                exact[k] += a
+                sampled[k] += b
+    n = len(episodes)
+    return (sum(exact) / n, sum(sampled) / n) if n else (0.0, 0.0)

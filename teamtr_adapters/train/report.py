@@ -50,6 +50,7 @@ def plot_run(records: list[UpdateRecord], out: Path, title: str = "") -> Path:
     ax.plot(x, [r.d_tok_mean for r in records], "o-", label="D_tok mean")
     ax.plot(x, [r.d_tok_p99 for r in records], ".:", label="D_tok p99")
     ax.plot(x, [r.d_tok_fresh for r in records], "x", label="D_tok fresh")
+    ax.plot(x, [r.d_tok_heldout for r in records], "+", label="D_tok held-out")
     if records:
         ax.axhline(records[0].delta, color="red", lw=1, label="delta")
     ax.set_yscale("symlog", linthresh=1e-4)

@@ -15,14 +15,28 @@ component update of agent j:
 
 Suffix resampling: after agent j is updated, every turn before j's first turn in an episode was
 produced by agents that did not change, so those prefixes are kept and only the turns from j onward
-are regenerated with the new team (exact in distribution). `resample="full"` regenerates everything.
+are regenerated with the new team: a valid sample of the new team on the same prompts. It is in-sample,
+though: the kept prefixes are the very contexts the earlier agents of the stage trained on (the prompts are
+fixed for the stage). `resample="full"` regenerates everything; `fresh_prompts=True` draws new prompts for
+every rollout set (out-of-sample, at full-resampling cost).
 
-Rollout backends: with `backend="hf"` the trainer's TeamModel also generates. With another backend
+Numerics: the trainer's model computes in float32 whatever the rollout dtype, so D_tok, its gradient,
+pi_old and the ratios are exact (bf16 logits put a floor of ~2e-3 under a KL, DESIGN.md). Rollouts are
+sampled from that same float32 model (exactly pi_old) unless a rollout dtype or backend other than the
+trainer's is asked for; then a separate engine plays them, the per-update `logprob_gap` reports the
+residual mismatch, and truncated importance sampling corrects it by default (`tis_cap` 2.0).
+
+No-signal rollout sets: when every group of a training rollout set has equal rewards (all advantages 0),
+the set is redrawn with a new seed (and new prompts with `redraw_prompts`) up to `redraws` times; an update
+that still has no signal takes no step, and its record says why (`no_signal`).
+
+Rollout backends: with `backend="hf"` (and the float32 rollout dtype) the trainer's TeamModel also
+generates. With another backend
 (`vllm`, `vllm-server=URL`) rollouts go through that engine, which holds exactly the team's current
 pins: each committed version is loaded under its registry id and the version it replaced is unloaded
 (suffix resampling keeps old turns as they are and never regenerates them). The loss still uses the
-trainer's own log-probs of the pre-update version as the old policy; the engine's log-probs only feed
-the per-update `logprob_gap` and, with `tis_cap`, truncated importance weights.
+trainer's own log-probs of the pre-update version as the old policy; the engine's log-probs feed the
+per-update `logprob_gap` and the truncated importance weights.
 """
 from __future__ import annotations
 
@@ -45,12 +59,14 @@ from ..runtime.logprob_gap import logprob_gap
 from ..runtime.records import Episode
 from ..spec import TeamSpec
 from . import baselines
-from .diagnostics import DiagnosticsLog, UpdateRecord, certificate, summarise
+from .diagnostics import DiagnosticsLog, UpdateRecord, certificate, paired_change, summarise
 from .losses import AdaptiveBeta, LossConfig, group_advantages
-from .policy import LossRows, Measurement, WorkingCopy, agent_rows
+from .policy import LossRows, Measurement, WorkingCopy, agent_rows, occupancy_divergence
 from .trust_region import BACKTRACK, REJECT, TrustRegion
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+TRAIN_DTYPE = "float32"  # the trainer's compute dtype: every trust-region quantity is exact
+DEFAULT_TIS_CAP = 2.0  # truncated IS cap used by default when another engine plays the rollouts
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,14 @@ class TrainConfig:
     seed: int = 0
     diag_fresh: bool = True  # stale methods: roll out the intermediate team for L_fresh / D_tok (diag tokens)
     eval_n: int = 0  # held-out prompts scored before and after the run (0: off)
-    tis_cap: float | None = None  # truncated importance sampling min(pi_trainer / pi_engine, cap) (None: off)
+    eval_k: int = 1  # samples per held-out prompt (the prompt's score is their mean)
+    tis_cap: float | None = None  # truncated IS min(pi_trainer / pi_engine, cap); None: DEFAULT_TIS_CAP when
+    #                               another engine plays the rollouts, else off; 0: off
+    probe_prompts: int = 8  # held-out-state probe per update for D_tok_heldout / out-of-region (0: off)
+    redraws: int = 2  # no-signal training rollout sets redrawn (new seed) before an update gives up
+    redraw_prompts: bool = False  # a redraw also draws new prompts
+    fresh_prompts: bool = False  # new prompts for every training rollout set (no suffix reuse)
+    gamma: float = 0.5  # the certificate's discount (TEAMTR.md; the paper does not state its value)
 
     def resolved(self, spec: TeamSpec) -> "TrainConfig":
         tr = spec.trust_region
@@ -98,7 +121,10 @@ class TrainConfig:
                   (out.group_size >= 2, "--group-size must be >= 2 (advantages are group-normalised)"),
                   (out.delta > 0 and out.lr > 0, "--delta and --lr must be positive"),
                   (out.max_new_tokens is None or out.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
-                  (out.tis_cap is None or out.tis_cap > 0, "--tis-cap must be positive")]
+                  (out.tis_cap is None or out.tis_cap >= 0, "--tis-cap must be >= 0 (0: off)"),
+                  (out.eval_n >= 0 and out.eval_k >= 1, "--eval must be >= 0 and --eval-k >= 1"),
+                  (out.probe_prompts >= 0 and out.redraws >= 0, "--probe-prompts and --redraws must be >= 0"),
+                  (0.0 < out.gamma < 1.0, "gamma must be in (0, 1)")]
         for ok, msg in checks:
             if not ok:
                 raise InputError(msg)
@@ -114,13 +140,22 @@ class Rollouts:
     pins: dict[str, str]
     seed: int
     tokens: int
+    items: tuple[Any, ...] = ()
     diagnostic: bool = False
     wall_s: float = 0.0
     charged: bool = False  # its tokens and time are booked on the first update that trains on it
+    redraws: int = 0  # no-signal sets drawn (and discarded) before this one
 
     @property
     def reward(self) -> float:
         return sum(e.reward for e in self.episodes) / max(len(self.episodes), 1)
+
+    def prompt_scores(self) -> list[float]:
+        """The mean reward of each prompt's episodes, in item order."""
+        out: dict[int, list[float]] = {}
+        for e in self.episodes:
+            out.setdefault(e.item_index, []).append(e.reward)
+        return [sum(v) / len(v) for _, v in sorted(out.items())]
 
 
 @dataclass
@@ -132,9 +167,9 @@ class RunResult:
 
 
 def rollout_engine(backend: str, tm: Any, *, device: str = "auto", dtype: str = "auto") -> Backend:
-    """The engine that plays rollouts for backend spec `backend`: the TeamModel `tm` itself for `hf`,
-    else a new backend on the same base (close it with `close_engine`)."""
-    if parse_backend(backend)[0] == "hf":
+    """The engine that plays rollouts for backend spec `backend`: the TeamModel `tm` itself for `hf` in
+    `tm`'s dtype (`dtype` "auto" or equal), else a new backend on the same base (close it with `close_engine`)."""
+    if parse_backend(backend)[0] == "hf" and dtype in ("auto", tm.dtype):
         return tm
     return create_backend(backend, tm.base, device=device, dtype=dtype)
 
@@ -150,9 +185,10 @@ def _seed(*parts: Any) -> int:
 
 
 class Trainer:
-    """The team being trained: registry, spec, the TeamModel with every pinned version loaded, the
-    rollout engine (`backend`: the TeamModel for "hf", else e.g. "vllm" or "vllm-server=URL"), the
-    current pins, per-agent KL coefficients and the run's diagnostics log. `reward_fn` replaces the
+    """The team being trained: registry, spec, the TeamModel (float32) with every pinned version loaded, the
+    rollout engine (`backend`: the TeamModel for "hf", else e.g. "vllm" or "vllm-server=URL"; `dtype`: the
+    rollouts' dtype, "auto" = the trainer's float32), the current pins, per-agent KL coefficients and the run's
+    diagnostics log. `reward_fn` replaces the
     task verifier's reward of every rollout (a synthetic task for experiments and tests). Use it as a
     context manager (or call `close`) to shut a separate engine down."""
 
@@ -175,7 +211,7 @@ class Trainer:
             raise InputError(f"team {team!r} was built on another base than {self.base.name} "
                              f"({self.manifest['base']['hash']} != {self.base.identity['hash']})")
         parse_backend(backend)
-        self.tm = TeamModel(self.base, device=device, dtype=dtype)
+        self.tm = TeamModel(self.base, device=device, dtype=TRAIN_DTYPE)
         for vid in self.pins.values():
             self.tm.ensure_adapter(vid, registry.version_path(vid))
         self.backend = backend
@@ -190,8 +226,10 @@ class Trainer:
         c = self.cfg
         self.betas = {r: AdaptiveBeta(c.beta0, c.kl_target * c.delta, adaptive=c.kl_control == "adaptive")
                       for r in self.spec.role_names}
+        self.tis_cap = (c.tis_cap if c.tis_cap is not None else
+                        DEFAULT_TIS_CAP if self.engine is not self.tm else 0.0) or None
         self.loss_cfg = LossConfig(clip_eps=c.clip_eps, ratio=c.ratio, log_clamp=c.log_clamp,
-                                   temperature=self.spec.sampling.temperature or 1.0, tis_cap=c.tis_cap)
+                                   temperature=self.spec.sampling.temperature or 1.0, tis_cap=self.tis_cap)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.run_id = f"{team}-{c.method}-{stamp}-{_seed(time.time_ns()) % 10000:04d}"
         self.run_dir = Path(run_dir) if run_dir else registry.home / "runs" / self.run_id
@@ -199,9 +237,11 @@ class Trainer:
         self.progress = progress or (lambda phase, done, total: None)
         self.reward_fn = reward_fn
         self.records: list[UpdateRecord] = []  # finished records, in order
-        self.pending: list[UpdateRecord] = []  # committed updates waiting for the next rollout's reward
+        self.pending: list[tuple[UpdateRecord, tuple[Any, ...]]] = []  # committed updates (and their
+        #   prompts) waiting for a rollout of the new team on the same prompts, for their reward_after
         self.n_updates = 0
         self._work = 0
+        self._scored_on: dict[int, tuple[Any, ...]] = {}  # update -> the prompts its reward_before is on
 
     def sync_engine(self) -> None:
         """Make the rollout engine hold exactly the current pins: load pinned versions under their ids and
@@ -244,7 +284,7 @@ class Trainer:
         t0 = time.perf_counter()
         spec, g = self.play_spec(), group_size or self.cfg.group_size
         phase = "diagnostic rollout" if diagnostic else "rollout"
-        if prev is not None and changed is not None and self.cfg.resample == "suffix":
+        if prev is not None and changed and self.cfg.resample == "suffix" and prev.items == tuple(items):
             from_turns = [next((i for i, t in enumerate(e.turns) if t.role in changed), len(e.turns))
                           for e in prev.episodes]
         else:
@@ -258,18 +298,65 @@ class Trainer:
         starts = from_turns or [0] * len(episodes)
         tokens = sum(len(t.message_ids) for e, k in zip(episodes, starts) for t in e.turns[k:])
         ro = Rollouts(sorted(episodes, key=lambda e: (e.item_index, e.sample)), dict(self.pins), seed, tokens,
-                      diagnostic, time.perf_counter() - t0)
-        if observe and self.pending:
-            for rec in self.pending:
-                rec.reward_after = ro.reward
-            self.flush()
+                      tuple(items), diagnostic, time.perf_counter() - t0)
+        if observe:
+            self.observe(ro)
         return ro
 
+    def observe(self, ro: Rollouts) -> None:
+        """Give the pending updates trained on `ro`'s prompts their reward_after (the current team, the same
+        prompts) and write them."""
+        same = [rec for rec, items in self.pending if items == ro.items]
+        for rec in same:
+            rec.reward_after, rec.after_span = ro.reward, self.n_updates - rec.update
+        self.pending = [(rec, items) for rec, items in self.pending if items != ro.items]
+        self.flush(same)
+
+    def observe_pending(self, seed: int) -> None:
+        """A diagnostic rollout of the current team on every pending update's prompts (their reward_after)."""
+        while self.pending:
+            rec, items = self.pending[0]
+            ro = self.rollout(list(items), _seed(seed, rec.update), group_size=self.cfg.group_size,
+                              diagnostic=True, observe=False)
+            rec.diag_tokens += ro.tokens
+            self.observe(ro)
+
     def evaluate(self, n: int, seed: int) -> dict[str, Any]:
-        """Mean reward (accuracy for 0/1 rewards) of the current team on `n` held-out prompts."""
+        """Mean reward (accuracy for 0/1 rewards) of the current team on `n` held-out prompts x `eval_k`
+        samples, and each prompt's score (for a paired comparison: same prompts, same seed)."""
         items = self.task.sample(n, seed=seed, split="heldout")
-        ro = self.rollout(items, seed, group_size=1, diagnostic=True, observe=False)
-        return {"n": n, "accuracy": ro.reward, "tokens": ro.tokens}
+        ro = self.rollout(items, seed, group_size=self.cfg.eval_k, diagnostic=True, observe=False)
+        return {"n": n, "k": self.cfg.eval_k, "accuracy": ro.reward, "tokens": ro.tokens,
+                "scores": ro.prompt_scores()}
+
+    def no_signal(self, ro: Rollouts) -> bool:
+        """Whether every group of `ro` has equal rewards (every advantage 0: nothing to learn)."""
+        return not any(self.advantages(ro))
+
+    def training_rollout(self, items: list[Any], seed: int, prev: Rollouts | None, changed: set[str],
+                         stage: int, i: int) -> Rollouts:
+        """A training rollout set of the current team; a set without signal is redrawn (new seed, new prompts
+        with `redraw_prompts`) up to `redraws` times. Redrawn sets' tokens and time are charged to the kept one."""
+        c = self.cfg
+        ro = self.rollout(items, seed, prev=prev, changed=changed)
+        spent_tokens, spent_s, k = 0, 0.0, 0
+        while k < c.redraws and self.no_signal(ro):
+            k += 1
+            spent_tokens, spent_s = spent_tokens + ro.tokens, spent_s + ro.wall_s
+            if c.redraw_prompts:
+                items = self.task.sample(c.prompts, seed=_seed(c.seed, "redraw-items", stage, i, k), split="train")
+            ro = self.rollout(items, _seed(c.seed, stage, i, "redraw", k))
+        ro.tokens += spent_tokens
+        ro.wall_s += spent_s
+        ro.redraws = k
+        return ro
+
+    def probe(self, role: str, update: int) -> Rollouts:
+        """A rollout of the current (pre-update) team on `probe_prompts` prompts drawn for this update alone
+        (one sample each): states that no update trained on, for the held-out D_tok."""
+        items = self.task.sample(self.cfg.probe_prompts, seed=_seed(self.cfg.seed, "probe", update), split="train")
+        return self.rollout(items, _seed(self.cfg.seed, "probe-seed", update), group_size=1, diagnostic=True,
+                            observe=False)
 
     # -- one component update ----------------------------------------------------------------------
     def advantages(self, ro: Rollouts) -> list[float]:
@@ -295,11 +382,14 @@ class Trainer:
                            c.micro_batch)
         rec = UpdateRecord(stage=stage, update=self.n_updates, role=role, method=c.method, ratio=c.ratio,
                            parent=parent, context=_context(data, role), rollout_seed=data.seed, delta=c.delta,
-                           ess=ess)
+                           ess=ess, redraws=data.redraws)
+        self._scored_on[rec.update] = (fresh or data).items
         if not data.charged:  # a rollout set's cost is booked once, on the first update trained on it
             rec.tokens, rec.wall_s, data.charged = data.tokens, data.wall_s, True
         self.n_updates += 1
         try:
+            if not any(rows.adv):
+                rec.no_signal = _no_signal_reason(data, rows, c)
             m = self._optimise(work, rows, role, rec)
             rec.logprob_gap = logprob_gap(rows.engine_logprobs, m.trainer_logprobs)
             rec.d_tok_mean, rec.d_tok_p99, rec.kl_k1, rec.kl_k3 = m.d_mean, m.d_p99, m.k1, m.k3
@@ -310,8 +400,18 @@ class Trainer:
                 if fresh.diagnostic:
                     rec.diag_tokens = fresh.tokens
                 rec.l_fresh, rec.l_fresh_se, rec.d_tok_fresh = fm.gain, fm.gain_se, fm.d_mean
-                rec.out_of_region = fm.d_mean > c.delta
-                rec.certificate = certificate(fm.gain, fm.gain_se, fm.d_mean, fm.adv_max)
+                rec.certificate = certificate(fm.gain, fm.gain_se, c.delta, fm.adv_max, c.gamma)
+                rec.occupancy_div = occupancy_divergence(self.tm, fresh.episodes, stage_start.pins, role,
+                                                         temperature=self.loss_cfg.temperature,
+                                                         batch_size=c.micro_batch)[0]
+            if c.probe_prompts and work.changed():  # an unchanged copy is at D_tok 0 everywhere
+                probe = self.probe(role, rec.update)
+                rec.d_tok_heldout = work.measure(agent_rows(probe.episodes, role, [0.0] * len(probe.episodes))).d_mean
+                rec.diag_tokens += probe.tokens
+            elif c.probe_prompts:
+                rec.d_tok_heldout = 0.0
+            if rec.d_tok_heldout is not None:
+                rec.out_of_region = rec.d_tok_heldout > c.delta
             sm = m if stage_start is data else work.measure(
                 agent_rows(stage_start.episodes, role, self.advantages(stage_start)))
             rec.l_stale = sm.gain
@@ -329,7 +429,7 @@ class Trainer:
         c, beta = self.cfg, self.betas[role]
         # No advantage signal (every group's rewards equal): no step. Adam would otherwise turn the
         # round-off left in the KL gradient into full-size random steps.
-        steps = c.steps if any(a != 0 for a in rows.adv) else 0
+        steps = 0 if rec.no_signal else c.steps
         opt = torch.optim.Adam(work.params, lr=c.lr)
         tr = TrustRegion(work.params, opt, c.delta, max_backtracks=c.max_backtracks, shrink=c.shrink,
                          hard=c.hard_check)
@@ -392,18 +492,19 @@ class Trainer:
                 work.close()
         for rec, _ in updates:
             rec.wall_s += (time.perf_counter() - t0) / len(updates)
-        self.pending += [rec for rec, _ in updates]
+        self.pending += [(rec, self._scored_on.pop(rec.update, ())) for rec, _ in updates]
 
     def _version_config(self, rec: UpdateRecord) -> dict[str, Any]:
         return {"method": self.cfg.method, "stage": rec.stage, "update": rec.update, "role": rec.role,
                 "train": asdict(self.cfg), "spec_hash": self.spec.spec_hash()}
 
-    def flush(self) -> None:
-        """Write the pending records (their reward_after is known, or will never be)."""
-        for rec in self.pending:
+    def flush(self, records: list[UpdateRecord] | None = None) -> None:
+        """Write `records` (default: every pending one; their reward_after is known, or will never be)."""
+        if records is None:
+            records, self.pending = [rec for rec, _ in self.pending], []
+        for rec in records:
             self.records.append(rec)
             self.log.write(rec)
-        self.pending = []
 
     def write_config(self, extra: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +532,15 @@ def gap_summary(records: list[UpdateRecord]) -> dict[str, float]:
             "max_abs": max(g["max_abs"] for g in gaps)}
 
 
+def _no_signal_reason(data: Rollouts, rows: LossRows, c: TrainConfig) -> str:
+    """Why an update has nothing to learn from, with what to change."""
+    if not len(rows):
+        return "the agent wrote no tokens in these rollouts; raise --max-new-tokens"
+    return (f"every group of {len(data.episodes) // c.group_size} prompts x {c.group_size} samples had equal "
+            f"rewards (mean reward {data.reward:.2f}) after {data.redraws} redraw(s); try more prompts (-P), larger "
+            "groups (-G), longer messages (--max-new-tokens) or an easier task")
+
+
 def _context(data: Rollouts, role: str) -> dict[str, str]:
     """The versions of the other agents whose messages are in the training data."""
     seen: dict[str, set[str]] = {}
@@ -454,7 +564,6 @@ def run_stages(t: Trainer, stages: int) -> RunResult:
     rng = random.Random(c.seed)
     before = t.evaluate(c.eval_n, _seed(c.seed, "eval")) if c.eval_n else None
     t.write_config({"stages": stages})
-    items: list[Any] = []
     try:
         for stage in range(stages):
             order = [t.single_role] if c.method == "single" else baselines.update_order(t.spec, c.order, rng)
@@ -468,17 +577,20 @@ def run_stages(t: Trainer, stages: int) -> RunResult:
             for i, role in enumerate(order):
                 # 1. rollouts of the current team: the training data every `every` updates (teamtr: always) ...
                 if i % every == 0:
-                    data = fresh = t.rollout(items, _seed(c.seed, stage, i), prev=data, changed=changed)
+                    if c.fresh_prompts and i:
+                        items = t.task.sample(c.prompts, seed=_seed(c.seed, "stage", stage, i), split="train")
+                    data = fresh = t.training_rollout(items, _seed(c.seed, stage, i), data, changed, stage, i)
                     stage_start = data if stage_start is None else stage_start
                     changed, happo = set(), {}
                 # ... otherwise (stale baselines) only for diagnostics: the intermediate team's occupancy
                 elif c.method == "joint":
                     fresh = stage_start  # a joint update acts on the stage-start team
-                elif c.diag_fresh:
+                elif c.diag_fresh and (last or fresh is None):
                     fresh = t.rollout(items, _seed(c.seed, stage, i, "diag"), prev=fresh, changed=last,
                                       diagnostic=True)
-                else:
+                elif not c.diag_fresh:
                     fresh = None
+                # (diag_fresh with nothing changed since: `fresh` is still a rollout of the current team)
                 # 2. one component update of `role`, under the trust region
                 rec, work = t.update(role, data, stage=stage, stage_start=stage_start, fresh=fresh,
                                      happo=happo if c.method == "stale-is" else None)
@@ -493,13 +605,13 @@ def run_stages(t: Trainer, stages: int) -> RunResult:
                     happo[role] = (rec.parent, rec.version)
             if joint:
                 t.commit(joint, event="train-joint")
-        if t.pending:  # the final team's reward: one diagnostic rollout on the last stage's prompts
-            final = t.rollout(items, _seed(c.seed, "final"), diagnostic=True, observe=False)
-            for rec in t.pending:
-                rec.reward_after = final.reward
-            t.pending[-1].diag_tokens += final.tokens
+            # the stage's last updates' reward_after: the new team on the same prompts (diagnostic rollout)
+            t.observe_pending(_seed(c.seed, "after", stage))
     finally:
         t.flush()
     after = t.evaluate(c.eval_n, _seed(c.seed, "eval")) if c.eval_n else None
-    summary = t.write_summary({"stages": stages, "eval_before": before, "eval_after": after})
+    change = paired_change(before["scores"], after["scores"]) if before and after else None
+    summary = t.write_summary({"stages": stages, "eval_before": before, "eval_after": after, "eval_change": change,
+                               "tis_cap": t.tis_cap, "train_dtype": TRAIN_DTYPE, "rollout_dtype":
+                               getattr(t.engine, "dtype", None)})
     return RunResult(t.run_id, t.run_dir, t.records, summary)
