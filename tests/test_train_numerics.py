@@ -45,9 +45,9 @@ def _float32_d_tok(tiny_base, parent_dir, new_dir, rows, temperature) -> float:
 def test_d_tok_matches_an_independent_float32_measurement(tiny_team, tiny_base, tmp_path, rollout_dtype):
     from teamtr_adapters.train.policy import agent_rows
 
-    # one Adam step at lr 1e-4 moves every LoRA weight by ~1e-4: a bf16 trainer read D_tok 5.6e-7 here where
-    # float32 reads 3.1e-8 (18x); the trainer's float32 pass must agree with an independent float32 model
-    t = Trainer(tiny_team, "tiny-duo", _cfg(lr=1e-4), dtype=rollout_dtype, **CPU)
+    # one small Adam step (lr 3e-4): a bf16 trainer read D_tok 1.33e-6 here where an independent float32 model
+    # reads 8.4e-7 (+58%); the trainer's float32 pass must agree with the independent float32 model
+    t = Trainer(tiny_team, "tiny-duo", _cfg(lr=3e-4), dtype=rollout_dtype, **CPU)
     assert t.tm.dtype == TRAIN_DTYPE == "float32"
     ro = t.rollout(t.task.sample(2, seed=0, split="train"), seed=1)
     _signal(ro)
@@ -56,7 +56,7 @@ def test_d_tok_matches_an_independent_float32_measurement(tiny_team, tiny_base, 
     new_dir = work.save(tmp_path / "new")
     rows = agent_rows(ro.episodes, "solver", t.advantages(ro))
     ref = _float32_d_tok(tiny_base, t.reg.version_path(rec.parent), new_dir, rows, t.loss_cfg.temperature)
-    assert ref > 1e-9
+    assert ref > 1e-7
     assert rec.d_tok_mean == pytest.approx(ref, rel=0.10)
     gap = rec.logprob_gap
     assert gap["tokens"] == rows.n_tokens > 0
