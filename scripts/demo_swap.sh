@@ -1,50 +1,33 @@
 #!/usr/bin/env bash
-# The swap-gate part of `make demo`: two gated swaps of the math-trio solver on the embedded model, one
-# accepted (the incumbent's tensors re-saved: a new version id with the same function) and one refused (the
-# incumbent plus heavy noise), with their reports, then the history. Needs the team made by scripts/demo.sh
-# (`team init math-trio`). A slightly perturbed copy is no sure accept on this model: in bf16 any weight
-# change moves the sampled tokens (see docs/gate.md), so 8 prompts can lose one by chance.
+# The swap-gate part of `make demo`: gated swaps of the math-trio solver on the embedded model with candidates
+# that exercise the score test: an equally good solver with other bytes (a fresh LoRA init: it computes what
+# the incumbent v1 computes; accepted, or inconclusive at a small budget, never refused by the score test more
+# than alpha of the time) and a worse one (the solver fine-tuned to end with a wrong answer; refused), then the
+# history. Needs the team made by scripts/demo.sh (`team init math-trio`). The gate stops at the first of
+# GATE_LOOKS looks that decides; GATE_N prompts is a demo budget, the default is 360 (docs/gate.md).
 set -euo pipefail
 T=${TEAMTR:-teamtr-adapters}
 PY=${PYTHON:-$(dirname "$(command -v "$T")")/python}
 export TEAMTR_HOME=${TEAMTR_HOME:-$PWD/.demo-home}
-N=${GATE_N:-8}
+N=${GATE_N:-48}
+LOOKS=${GATE_LOOKS:-2}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+cd "$(dirname "$0")/.."
 
-step "two candidate solvers made from the incumbent: re-saved as they are, and scrambled"
-"$PY" - "$work" <<'PYEOF'
-import sys
-from pathlib import Path
-import torch
-from safetensors.torch import load_file, save_file
-from teamtr_adapters import Registry
-reg = Registry()
-incumbent = reg.version_path(reg.pins("math-trio")["solver"])
-state = load_file(str(incumbent / "adapter_model.safetensors"))
-gen = torch.Generator().manual_seed(0)
-candidates = {
-    # the same tensors in a new file (other metadata): a new version id, the same function
-    "resaved": (state, {"format": "pt", "note": "re-saved copy"}),
-    # every LoRA matrix plus N(0, 0.5^2) noise: far outside the trust region
-    "scrambled": ({k: (v.float() + 0.5 * torch.randn(v.shape, generator=gen)).to(v.dtype) for k, v in state.items()},
-                  {"format": "pt"}),
-}
-for name, (tensors, metadata) in candidates.items():
-    out = Path(sys.argv[1]) / name
-    out.mkdir()
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata=metadata)
-    (out / "adapter_config.json").write_bytes((incumbent / "adapter_config.json").read_bytes())
-    print(out)
-PYEOF
+step "two candidate solvers: an equally good one (fresh LoRA init, other bytes) and a worse one (trained toward wrong answers)"
+"$PY" -m benchmarks.gate_candidates "$work"
 
-step "gated swap, expected ACCEPTED: solver <- re-saved copy ($N held-out prompts, paired)"
-$T swap solver "$work/resaved" --team math-trio --gate --n "$N"
-
-step "gated swap, expected REFUSED (exit 3): solver <- scrambled copy"
+step "gated swap, equally good candidate: ACCEPTED (exit 0) or INCONCLUSIVE (exit 7), not refused ($N prompts, $LOOKS looks)"
 code=0
-$T swap solver "$work/scrambled" --team math-trio --gate --n "$N" || code=$?
+$T swap solver "$work/equal" --team math-trio --gate --n "$N" --looks "$LOOKS" || code=$?
+[ "$code" -eq 0 ] || [ "$code" -eq 7 ] || { echo "expected exit 0 or 7, got $code" >&2; exit 1; }
+echo "exit code $code"
+
+step "gated swap, worse candidate: expected REFUSED (exit 3)"
+code=0
+$T swap solver "$work/worse" --team math-trio --gate --n "$N" --looks "$LOOKS" || code=$?
 [ "$code" -eq 3 ] || { echo "expected exit 3 (refused by the gate), got $code" >&2; exit 1; }
 echo "exit code $code: refused, manifest unchanged"
 

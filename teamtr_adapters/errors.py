@@ -35,6 +35,10 @@ class IncompatibleAdapterError(InputError):
     """An adapter that does not fit the base model (other base, modules that do not match)."""
 
 
+class BaseMismatchError(IncompatibleAdapterError):
+    """A team (or adapter) made for another base than the one its reference now resolves to."""
+
+
 class TaskError(InputError):
     """An unknown task, a malformed dataset line, a prompt that does not fit the context."""
 
@@ -55,6 +59,17 @@ class GateRefused(TeamTRError):
     """The swap gate refused a candidate; `report` holds the evidence."""
 
     exit_code = 3
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class GateInconclusive(TeamTRError):
+    """The swap gate spent its budget without deciding; `report` holds the evidence and the number of
+    further prompts that would likely decide."""
+
+    exit_code = 7
 
     def __init__(self, message: str, report: dict | None = None) -> None:
         super().__init__(message)

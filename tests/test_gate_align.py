@@ -10,7 +10,7 @@ from gate_helpers import perturbed
 def test_align_makes_a_refused_candidate_pass(tiny_team, tmp_path, cli):
     inc = tiny_team.pins("tiny-duo")["solver"]
     cand_dir = perturbed(tiny_team.version_path(inc), tmp_path / "newcomer", scale=0.1)
-    code, out, err = cli("swap", "solver", str(cand_dir), "--gate", "--n", "4", "--json")
+    code, out, err = cli("swap", "solver", str(cand_dir), "--gate", "--n", "8", "--looks", "1", "--epsilon", "0.5", "--json")
     assert code == 3, err
     refused = json.loads(out)["report"]
     assert refused["d_tok"] > 0.01
@@ -30,7 +30,7 @@ def test_align_makes_a_refused_candidate_pass(tiny_team, tmp_path, cli):
     assert set(aligned.meta["context"]) == {"critic"}
     assert tiny_team.pins("tiny-duo")["solver"] == inc  # align writes a version, it does not swap
 
-    code, out, err = cli("swap", "solver", "v3", "--gate", "--n", "4", "--json")
+    code, out, err = cli("swap", "solver", "v3", "--gate", "--n", "8", "--looks", "1", "--epsilon", "0.5", "--json")
     assert code == 0, err
     rep = json.loads(out)["report"]
     assert rep["accepted"] and rep["d_tok"] <= 0.01 < refused["d_tok"]

@@ -1,5 +1,5 @@
-"""`swap`, `rollback`, `team rollback`, `align` and `adapter diff`: thin wrappers over `teamtr_adapters.gate`
-and `teamtr_adapters.train.align`."""
+"""`swap`, `rollback`, `team rollback`, `align` and `adapter diff`: thin wrappers over `teamtr_adapters.gate`,
+`registry.rollback`, `registry.diff`, `train.kl` and `train.align`."""
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
@@ -7,7 +7,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from ..errors import GateRefused, InputError
+from ..errors import GateInconclusive, GateRefused, InputError
 from ..registry import Registry
 from .registry_cmds import adapter_app, short, team_app, team_base
 from .render import JsonOpt, console, emit, err_console, progress, table
@@ -65,10 +65,14 @@ def swap(
     team: Optional[str] = TeamOpt,
     gate: bool = typer.Option(False, "--gate", help="Swap only if the KL-bounded regression gate accepts."),
     delta: Optional[float] = typer.Option(None, "--delta", help="Largest accepted D_tok (default: the team's trust_region.delta)."),
-    epsilon: float = typer.Option(0.05, "--epsilon", help="Largest accepted drop of the mean score (as a lower confidence bound)."),
-    n: int = typer.Option(16, "--n", help="Held-out prompts in the paired evaluation."),
+    epsilon: float = typer.Option(0.1, "--epsilon", help="Non-inferiority margin of the team's mean score."),
+    alpha: float = typer.Option(0.05, "--alpha", help="One-sided level of the score tests (false accept / false refuse)."),
+    n: int = typer.Option(360, "--n", help="Budget: held-out prompts in the paired evaluation (played in --looks batches)."),
     samples: int = typer.Option(1, "--samples", help="Episodes per prompt (a prompt's score is their mean reward)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of prompts, sampling and bootstrap."),
+    looks: int = typer.Option(4, "--looks", help="Batches of the budget; the gate stops early when it can decide."),
+    max_regressions: float = typer.Option(0.3, "--max-regressions", help="Refuse when significantly more than this share "
+                                          "of prompts regress (incumbent team solved, candidate team fails); >= 1: off."),
+    seed: int = typer.Option(0, "--seed", help="Seed of prompts and sampling."),
     force: bool = typer.Option(False, "--force", help="Swap even if the gate refuses (recorded in history)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check (and gate) only; change nothing."),
     device: str = DeviceOpt,
@@ -76,7 +80,7 @@ def swap(
     backend: str = BackendOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Replace one agent. Exit 0 accepted, 3 refused by the gate, 2 bad input."""
+    """Replace one agent. Exit 0 accepted, 3 refused by the gate, 7 gate inconclusive, 2 bad input."""
     from .. import gate as gate_mod
 
     reg = Registry()
@@ -84,7 +88,8 @@ def swap(
     cfg = None
     if gate:
         d = reg.team_spec(team).trust_region.delta if delta is None else delta
-        cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, n=n, samples=samples, seed=seed).check()
+        cfg = gate_mod.GateConfig(delta=d, epsilon=epsilon, alpha=alpha, n=n, samples=samples, looks=looks,
+                                  max_regressions=max_regressions, seed=seed).check()
     elif delta is not None or backend != "hf":
         raise InputError(f"{'--delta' if delta is not None else '--backend'} applies to the gate; add --gate")
     base = team_base(reg, team)
@@ -92,7 +97,7 @@ def swap(
         try:
             result = gate_mod.swap(reg, team, role, ref, gate=cfg, force=force, dry_run=dry_run, device=device,
                                    dtype=dtype, backend=backend, base=base, progress=cb)
-        except GateRefused as e:
+        except (GateRefused, GateInconclusive) as e:
             emit(e.report, as_json, render_swap)
             raise
     emit(result, as_json, render_swap)
@@ -103,7 +108,8 @@ def render_swap(r: dict[str, Any]) -> None:
     if rep:
         render_report(rep)
     c = r["compat"]
-    verb = ("would swap" if r["dry_run"] else "swapped") if r["accepted"] or r["forced"] else "refused"
+    verb = (("would swap" if r["dry_run"] else "swapped") if r["accepted"] or r["forced"]
+            else "not swapped (inconclusive)" if r.get("decision") == "inconclusive" else "refused")
     console.print(f"{verb} {r['team']}/{r['role']}: {r['incumbent']['ref']} ({short(r['incumbent']['id'])}) -> "
                   f"{r['candidate']['ref']} ({short(r['candidate']['id'])}); compatible: base "
                   f"{c['base']['name']} {c['base']['hash']}, r={c['r']}, {c['modules']} modules "
@@ -117,21 +123,30 @@ def render_report(rep: dict[str, Any]) -> None:
     cfg = rep["config"]
     ok = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
     regs = rep["regressions"]
+    score = {"accepted": "[green]pass[/]", "refused": "[red]FAIL[/]", "inconclusive": "[yellow]?[/]"}
     rows = [
-        ["D_tok(incumbent || candidate)", f"{rep['d_tok']:.4g} over {rep['kl_states']} states (p99 {rep['d_tok_p99']:.4g})",
-         f"<= {cfg['delta']:g}", ok[rep["d_tok"] <= cfg["delta"]]],
+        ["D_tok(incumbent || candidate), float32",
+         f"{rep['d_tok']:.4g} +- {rep['d_tok_se']:.2g} (SE) over {rep['kl_states']} states of {rep['kl_contexts']} "
+         f"messages (p99 {rep['d_tok_p99']:.4g})", f"<= {cfg['delta']:g}", ok[rep["d_tok"] <= cfg["delta"]]],
         ["mean score incumbent -> candidate", f"{rep['score_incumbent']:.3f} -> {rep['score_candidate']:.3f}", "", ""],
-        [f"paired diff, {cfg['confidence']:.0%} bootstrap LCB", f"{rep['diff_mean']:+.3f} (LCB {rep['diff_lcb']:+.3f})",
-         f">= {-cfg['epsilon']:g}", ok[rep["diff_lcb"] >= -cfg["epsilon"]]],
+        [f"paired diff, one-sided {1 - rep['alpha']:.0%} bounds (z boundary {rep['boundary']:.2f})",
+         f"{rep['diff_mean']:+.3f} [{rep['diff_lcb']:+.3f}, {rep['diff_ucb']:+.3f}]",
+         f"LCB >= {-cfg['epsilon']:g} accepts; UCB < 0 refuses", score.get(rep["score_decision"], "")],
         ["coordination regressions", f"{len(regs)} of {rep['prompts']} prompts"
          + (f" (#{', #'.join(map(str, regs[:8]))}{', ...' if len(regs) > 8 else ''})" if regs else "")
-         + f"; {rep['improvements']} improved", "", ""],
+         + f"; {rep['improvements']} improved",
+         f"share <= {cfg['max_regressions']:g}" if cfg["max_regressions"] < 1 else "off",
+         ok[not (cfg["max_regressions"] < 1 and rep["regression_share_lcb"] > cfg["max_regressions"])]],
     ]
     title = (f"gate {rep['team']}/{rep['role']}: {rep['incumbent']['ref']} -> {rep['candidate']['ref']} "
-             f"({rep['prompts']} held-out prompts x {cfg['samples']}, seed {cfg['seed']})")
+             f"({rep['prompts']} of {cfg['n']} held-out prompts x {cfg['samples']}, look {rep['looks_used']} of "
+             f"{rep['budget']['looks']}, alpha {rep['alpha']:g}, seed {cfg['seed']})")
     console.print(table(title, ["check", "measured", "threshold", "result"], rows))
-    verdict = "[bold green]ACCEPTED[/]" if rep["accepted"] else "[bold red]REFUSED[/]: " + "; ".join(rep["reasons"])
-    console.print(f"decision: {verdict}", highlight=False)
+    verdict = {"accepted": "[bold green]ACCEPTED[/]", "refused": "[bold red]REFUSED[/]: ",
+               "inconclusive": "[bold yellow]INCONCLUSIVE[/]: "}[rep["decision"]]
+    more = (f" (about {rep['more_prompts']} more prompts would likely decide)"
+            if rep["decision"] == "inconclusive" else "")
+    console.print(f"decision: {verdict}" + "; ".join(rep["reasons"]) + more, highlight=False)
 
 
 # -- rollback --------------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ def rollback(
     as_json: bool = JsonOpt,
 ) -> None:
     """Restore a role's earlier version exactly (by content id)."""
-    from ..gate import rollback_role
+    from ..registry.rollback import rollback_role
 
     reg = Registry()
     team = default_team(reg, team)
@@ -158,7 +173,7 @@ def rollback(
 def team_rollback(team: str = typer.Argument(...), revision: int = typer.Argument(..., help="A revision from `history`."),
                   as_json: bool = JsonOpt) -> None:
     """Restore every pin of a team exactly as it was at REVISION."""
-    from ..gate import rollback_team
+    from ..registry.rollback import rollback_team
 
     reg = Registry()
     before = reg.manifest(team)["roles"]
@@ -225,10 +240,12 @@ def adapter_diff(
     as_json: bool = JsonOpt,
 ) -> None:
     """Config differences, per-module norm of the weight delta, and D_tok(A || B) on probe contexts."""
-    from .. import gate as g
+    from ..registry import diff as g
+    from ..registry.candidates import locate
+    from ..train.kl import probe_kl
 
     reg = Registry()
-    x, y = g.locate(reg, a), g.locate(reg, b)
+    x, y = locate(reg, a), locate(reg, b)
     result: dict[str, Any] = {"a": x.to_dict(), "b": y.to_dict(), "config_diff": g.config_diff(x.path, y.path),
                               "modules": g.weight_diff(x.path, y.path), "kl": None}
     target = g.probe_target(reg, x, team, role) if probes > 0 else None
@@ -236,7 +253,7 @@ def adapter_diff(
         result["kl_note"] = "--probes 0" if probes <= 0 else "A is no team's role version: name --team and --role"
     else:
         with progress_callback() as cb:
-            result["kl"] = g.probe_kl(reg, *target, x, y, probes=probes, seed=seed, base=team_base(reg, target[0]),
+            result["kl"] = probe_kl(reg, *target, x, y, probes=probes, seed=seed, base=team_base(reg, target[0]),
                                       device=device, dtype=dtype, progress=cb)
     emit(result, as_json, render_diff)
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import IncompatibleAdapterError, IntegrityError
+from ..errors import IntegrityError
 from ..registry import Registry
 from .render import JsonOpt, console, emit, table
 
@@ -35,15 +35,9 @@ def _version_name(reg: Registry, vid: str) -> str:
 
 def team_base(reg: Registry, team: str):
     """The team's base model, resolved and checked against the identity in its manifest."""
-    from ..runtime.base import resolve_base
+    from ..runtime.open import team_base as resolve_team_base
 
-    manifest = reg.manifest(team)
-    base = resolve_base(manifest["base_ref"])
-    if base.identity["hash"] != manifest["base"]["hash"]:
-        raise IncompatibleAdapterError(
-            f"team {team!r} was made for base {manifest['base']['name']} ({manifest['base']['hash']}), "
-            f"but {manifest['base_ref']!r} now resolves to {base.name} ({base.identity['hash']})")
-    return base
+    return resolve_team_base(reg, team)
 
 
 # -- team ------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import json
 import time
 from typing import Any, Callable, Sequence
 
-from ..errors import IncompatibleAdapterError, TaskError
+from ..errors import TaskError
 from ..spec import ProtocolSpec, RoleSpec, TeamSpec
 from .backend import Backend, create_backend
-from .base import BaseRef, resolve_base
+from .base import BaseRef
 from .protocol import rollout
 from .records import Episode
 
@@ -144,13 +144,10 @@ def load_team(registry: Any, team: str, *, backend: str | Backend = "hf", device
         from ..registry import Registry
 
         registry = Registry()
+    from .open import team_base
+
     spec, manifest = registry.team_spec(team), registry.manifest(team)
-    ref = manifest.get("base_ref", spec.base)
-    base = resolve_base(ref)
-    if manifest["base"].get("hash") != base.identity["hash"]:
-        raise IncompatibleAdapterError(f"team {team!r} was made for base {manifest['base']['name']} "
-                                       f"({manifest['base']['hash']}), but {ref!r} now resolves to "
-                                       f"{base.name} ({base.identity['hash']})")
+    base = team_base(registry, team)  # BaseMismatchError when the reference now resolves to another base
     engine = create_backend(backend, base, device=device, dtype=dtype) if isinstance(backend, str) else backend
     pins = {role: pin["id"] for role, pin in manifest["roles"].items()}
     for vid in pins.values():

@@ -6,7 +6,7 @@ newcomer, `aligned_toward` = the incumbent).
 Probe contexts: the incumbent team rolls out `probes` training prompts (one episode each); every turn of
 the role is one context, and every token state of its message is a state of the loss. The loss is the
 exact full-vocabulary token KL (train/losses.py), averaged over all states, with the model in float32
-(`upcast_for_kl`): the same D_tok the swap gate measures (`kl_pass` is shared with it). Before each
+(`train.kl.upcast_for_kl`): the same D_tok the swap gate measures (`train.kl` is shared with it). Before each
 optimiser step D_tok is measured for the weights in place, so the reported final D_tok is exact for the
 stored version.
 """
@@ -23,8 +23,10 @@ import torch
 from ..errors import InputError, TrainingAborted
 from ..registry import Registry, lineage_of
 from ..runtime.base import BaseRef
-from .losses import LossConfig, log_softmax_t, token_kl
-from .policy import LossRows, WorkingCopy, agent_rows
+from ..runtime.rows import LossRows
+from .kl import kl_pass, probe_rows, upcast_for_kl  # noqa: F401  (upcast_for_kl, kl_pass: API)
+from .losses import LossConfig
+from .policy import WorkingCopy
 
 Progress = Callable[[str, int, int], None]
 
@@ -50,56 +52,11 @@ class AlignConfig:
         return self
 
 
-def upcast_for_kl(tm: Any) -> None:
-    """Put the TeamModel's weights (base and adapters) in float32, in place, before measuring D_tok.
-
-    Rollouts may run in bf16, but bf16 logits put a floor under the measured KL: on the embedded
-    SmolLM2-135M, D_tok between an adapter and a copy nudged by N(0, 1e-4^2) reads 2.4e-3 in bf16 and
-    1.1e-7 in float32 (a quarter of the default delta 0.01 is rounding). Upcasting bf16 weights is exact,
-    so the float32 measurement is of the very weights that generated the rollouts."""
-    (tm.peft if tm.peft is not None else tm.model).to(torch.float32)
-
-
-def kl_pass(tm: Any, ref_version: str, version: str, rows: LossRows, *, temperature: float,
-            micro_batch: int = 8, backward: bool = False) -> torch.Tensor:
-    """Exact full-vocabulary KL(ref || version) at every token state of `rows`, concatenated in row order.
-    With `backward`, the gradient of their mean w.r.t. `version`'s trainable weights is added to `.grad`."""
-    n_tok = max(rows.n_tokens, 1)
-    out = []
-    for sl in rows.batches(micro_batch):
-        with torch.no_grad():
-            ref_logits, _, mask = tm.completion_logits(rows.prompts[sl], rows.completions[sl], ref_version)
-            ref = log_softmax_t(ref_logits, temperature)
-            del ref_logits
-        with torch.set_grad_enabled(backward):
-            logits, _, _ = tm.completion_logits(rows.prompts[sl], rows.completions[sl], version)
-            kl = token_kl(ref, log_softmax_t(logits, temperature))
-            if backward:
-                ((kl * mask).sum() / n_tok).backward()
-        out.append(kl.detach()[mask].double().cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def probe_rows(tm: Any, spec: Any, pins: dict[str, str], role: str, n: int, seed: int,
-               progress: Progress) -> LossRows:
-    """The role's turns in `n` training-prompt episodes of the team `pins` (one episode per prompt)."""
-    from ..runtime.protocol import rollout
-    from ..tasks import get_task
-
-    items = get_task(spec.task).sample(n, seed, split="train")
-    episodes = rollout(tm, spec, items, group_size=1, seed=seed, pins=pins,
-                       progress=lambda done, total: progress("probe rollouts", done, total))
-    rows = agent_rows(episodes, role, [0.0] * len(episodes))
-    if not len(rows):
-        raise InputError(f"the team's rollouts hold no turn of {role!r} to probe")
-    return rows
-
-
 def align_candidate(registry: Registry, team: str, role: str, ref: str, cfg: AlignConfig, *, base: BaseRef,
                     device: str = "auto", dtype: str = "auto", progress: Progress | None = None) -> dict[str, Any]:
     """Distil candidate REF (resolved as `swap` does) toward `team`'s `role` incumbent; store the result."""
-    from ..gate import check_candidate, resolve_candidate
-    from ..runtime.team_model import TeamModel
+    from ..registry.candidates import check_candidate, resolve_candidate
+    from ..runtime.open import open_team_model
 
     say = progress or (lambda desc, done, total: None)
     spec = registry.team_spec(team)
@@ -111,9 +68,7 @@ def align_candidate(registry: Registry, team: str, role: str, ref: str, cfg: Ali
     if candidate.id == incumbent.id:
         raise InputError(f"{candidate.ref} is the incumbent of {team}/{role}; there is nothing to align")
     temperature = spec.sampling.temperature or 1.0
-    tm = TeamModel(base, device=device, dtype=dtype)
-    for vid in set(pins.values()):
-        tm.ensure_adapter(vid, registry.version_path(vid))
+    tm, pins = open_team_model(registry, team, base=base, device=device, dtype=dtype)
     rows = probe_rows(tm, spec, pins, role, cfg.probes, cfg.seed, say)
     upcast_for_kl(tm)
     work = WorkingCopy(tm, candidate.id, candidate.path, f"align-{candidate.id}", LossConfig(temperature=temperature),

@@ -17,55 +17,17 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ..errors import TrainingAborted
 from ..runtime.logprob_gap import tis_weights
-from ..runtime.records import Episode
+from ..runtime.rows import LossRows, agent_rows  # noqa: F401  (moved to runtime.rows; re-exported)
 from .losses import (LossConfig, gather_logp, kl_estimators, log_softmax_t, masked_quantile, surrogate_gain,
                      update_loss)
 
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
-
-
-@dataclass
-class LossRows:
-    """One row per message of the trained agent: the exact context it read, its message, the rollout
-    engine's log-probs of the message's tokens, and the advantage of the episode the message belongs to."""
-
-    prompts: list[list[int]] = field(default_factory=list)
-    completions: list[list[int]] = field(default_factory=list)
-    adv: list[float] = field(default_factory=list)
-    episode: list[int] = field(default_factory=list)
-    engine_logprobs: list[list[float]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(c) for c in self.completions)
-
-    def batches(self, size: int) -> Iterator[slice]:
-        for s in range(0, len(self), size):
-            yield slice(s, s + size)
-
-
-def agent_rows(episodes: list[Episode], role: str, adv: list[float]) -> LossRows:
-    """The loss rows of `role`: its messages in `episodes`, each with its episode's advantage `adv[e]`.
-    Other agents' messages appear only inside the contexts, never as targets."""
-    rows = LossRows()
-    for e, ep in enumerate(episodes):
-        for turn in ep.turns:
-            if turn.role == role and turn.message_ids:
-                rows.prompts.append(turn.prompt_ids)
-                rows.completions.append(turn.message_ids)
-                rows.adv.append(float(adv[e]))
-                rows.episode.append(e)
-                rows.engine_logprobs.append(turn.logprobs)
-    return rows
 
 
 @dataclass

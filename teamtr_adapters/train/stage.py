@@ -54,7 +54,8 @@ import torch
 
 from ..errors import InputError
 from ..registry import Registry
-from ..runtime.backend import Backend, create_backend, parse_backend
+from ..runtime.backend import parse_backend
+from ..runtime.engine import close_engine, rollout_engine
 from ..runtime.logprob_gap import logprob_gap
 from ..runtime.records import Episode
 from ..spec import TeamSpec
@@ -166,20 +167,6 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def rollout_engine(backend: str, tm: Any, *, device: str = "auto", dtype: str = "auto") -> Backend:
-    """The engine that plays rollouts for backend spec `backend`: the TeamModel `tm` itself for `hf` in
-    `tm`'s dtype (`dtype` "auto" or equal), else a new backend on the same base (close it with `close_engine`)."""
-    if parse_backend(backend)[0] == "hf" and dtype in ("auto", tm.dtype):
-        return tm
-    return create_backend(backend, tm.base, device=device, dtype=dtype)
-
-
-def close_engine(engine: Backend, tm: Any) -> None:
-    """Shut down a rollout engine made by `rollout_engine` (the TeamModel stays)."""
-    if engine is not tm:
-        getattr(engine, "close", lambda: None)()
-
-
 def _seed(*parts: Any) -> int:
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
@@ -196,8 +183,7 @@ class Trainer:
                  dtype: str = "auto", progress: Progress | None = None, run_dir: Path | None = None,
                  single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None,
                  backend: str = "hf") -> None:
-        from ..runtime.base import resolve_base
-        from ..runtime.team_model import TeamModel
+        from ..runtime.open import open_team_model
         from ..tasks import get_task
 
         self.reg, self.team = registry, team
@@ -205,15 +191,9 @@ class Trainer:
         self.manifest = registry.manifest(team)
         self.cfg = cfg.resolved(self.spec)
         self.single_role = self.spec.role(single_role or self.spec.role_names[-1]).name
-        self.pins = registry.pins(team)
-        self.base = resolve_base(self.spec.base)
-        if self.base.identity["hash"] != self.manifest["base"]["hash"]:
-            raise InputError(f"team {team!r} was built on another base than {self.base.name} "
-                             f"({self.manifest['base']['hash']} != {self.base.identity['hash']})")
         parse_backend(backend)
-        self.tm = TeamModel(self.base, device=device, dtype=TRAIN_DTYPE)
-        for vid in self.pins.values():
-            self.tm.ensure_adapter(vid, registry.version_path(vid))
+        self.tm, self.pins = open_team_model(registry, team, device=device, dtype=TRAIN_DTYPE)
+        self.base = self.tm.base
         self.backend = backend
         self.engine = rollout_engine(backend, self.tm, device=device, dtype=dtype)
         self.engine_versions: set[str] = set()  # versions loaded into a separate engine
