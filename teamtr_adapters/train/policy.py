@@ -23,6 +23,7 @@ import torch
 
 from ..errors import TrainingAborted
 from ..runtime.logprob_gap import tis_weights
+from ..runtime.records import Episode
 from ..runtime.rows import LossRows, agent_rows  # noqa: F401  (moved to runtime.rows; re-exported)
 from .losses import (LossConfig, gather_logp, kl_estimators, log_softmax_t, masked_quantile, surrogate_gain,
                      update_loss)

@@ -538,14 +538,18 @@ def _metrics(rec: UpdateRecord) -> dict[str, Any]:
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
-def run_stages(t: Trainer, stages: int) -> RunResult:
-    """`stages` stages; in each, every agent of the update order gets one component update."""
+def run_stages(t: Trainer, stages: int, *, first_stage: int = 0, token_budget: int | None = None) -> RunResult:
+    """`stages` stages (numbered from `first_stage`, which seeds their prompts); in each, every agent of the
+    update order gets one component update. With `token_budget`, stop after the stage at which the run's
+    training rollouts reach that many generated tokens."""
     c = t.cfg
-    rng = random.Random(c.seed)
+    rng = random.Random(_seed(c.seed, "order", first_stage))
     before = t.evaluate(c.eval_n, _seed(c.seed, "eval")) if c.eval_n else None
-    t.write_config({"stages": stages})
+    t.write_config({"stages": stages, "first_stage": first_stage, "token_budget": token_budget})
     try:
-        for stage in range(stages):
+        for stage in range(first_stage, first_stage + stages):
+            if token_budget is not None and sum(r.tokens for r in t.records + [p for p, _ in t.pending]) >= token_budget:
+                break
             order = [t.single_role] if c.method == "single" else baselines.update_order(t.spec, c.order, rng)
             items = t.task.sample(c.prompts, seed=_seed(c.seed, "stage", stage), split="train")
             every = baselines.refresh_every(c.method, c.resample_every, len(order))

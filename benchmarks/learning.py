@@ -1,0 +1,185 @@
+"""Does training make the team better? The paper's comparison on the embedded model, at equal token budget.
+
+    python benchmarks/learning.py --quick             # < 2 min smoke path: 2 methods, 1 seed, tiny budget
+    python benchmarks/learning.py                     # the full comparison (hours on 2 CPU cores)
+
+For every method (teamtr, stale, stale-is, resample-every-k, joint, single) and seed: a fresh math-trio registry,
+the held-out accuracy of the untrained team on a fixed evaluation set (same prompts, same sampling seeds every
+time), then TeamTR stages (or the baseline's) until the run has generated `--budget` training tokens, with the
+held-out accuracy measured again after every `--eval-every` stages. `single` trains one adapter answering alone
+(the base model alone is its untrained start). Reported per method: accuracy before -> after with the paired 95%
+interval (prompts x seeds as units), training tokens, wall time, out-of-region rate on held-out states (the same
+probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
+learning.png under --out. Results that go either way are published either way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+METHODS = ("teamtr", "stale", "stale-is", "resample-every-k", "joint", "single")
+COLOURS = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray")))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=12000, help="training tokens per run")
+    ap.add_argument("--eval", dest="eval_n", type=int, default=128, help="held-out prompts")
+    ap.add_argument("--eval-k", type=int, default=1, help="samples per held-out prompt")
+    ap.add_argument("--eval-every", type=int, default=2, help="stages between held-out evaluations")
+    ap.add_argument("-P", "--prompts", type=int, default=8)
+    ap.add_argument("-G", "--group-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--delta", type=float, default=0.01)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--dtype", default="auto", help="rollout dtype (the trainer is float32)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
+    ap.add_argument("--quick", action="store_true", help="teamtr and stale, 1 seed, a tiny budget, 16 prompts")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.methods, a.seeds, a.budget, a.eval_n, a.prompts, a.group_size = "teamtr,stale", 1, 200, 16, 2, 2
+        a.max_new_tokens, a.steps, a.eval_every = 8, 1, 1
+        a.out = a.out / "quick" if a.out == Path("benchmarks/results/learning") else a.out
+    a.methods = [m for m in a.methods.split(",") if m]
+    bad = [m for m in a.methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    return a
+
+
+def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path) -> dict[str, Any]:
+    """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary."""
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.train.diagnostics import summarise
+    from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+
+    with tempfile.TemporaryDirectory(prefix="learning-") as tmp:
+        home = Path(tmp) / "home"
+        shutil.copytree(template_home, home)
+        cfg = TrainConfig(method=method, seed=seed, steps=a.steps, lr=a.lr, delta=a.delta, prompts=a.prompts,
+                          group_size=a.group_size, max_new_tokens=a.max_new_tokens, eval_k=a.eval_k)
+        t0 = time.perf_counter()
+        with Trainer(Registry(home), "math-trio", cfg, dtype=a.dtype, run_dir=Path(tmp) / "run") as t:
+            eval_seed = 1000 + seed  # one fixed evaluation set per seed: every method plays the same prompts
+            first = t.evaluate(a.eval_n, eval_seed)
+            curve = [{"tokens": 0, "wall_s": 0.0, "accuracy": first["accuracy"]}]
+            train_s, stage, ev = 0.0, 0, first
+            while sum(r.tokens for r in t.records) < a.budget:
+                s0 = time.perf_counter()
+                run_stages(t, a.eval_every, first_stage=stage, token_budget=a.budget)
+                train_s += time.perf_counter() - s0
+                stage += a.eval_every
+                ev = t.evaluate(a.eval_n, eval_seed)
+                curve.append({"tokens": sum(r.tokens for r in t.records), "wall_s": round(train_s, 1),
+                              "accuracy": ev["accuracy"]})
+                print(f"  {method} seed {seed}: {curve[-1]}", file=sys.stderr, flush=True)
+            s = summarise(t.records)
+            tis_cap = t.tis_cap
+    return {"method": method, "seed": seed, "before": first["scores"], "after": ev["scores"], "curve": curve,
+            "train_wall_s": round(train_s, 1), "total_wall_s": round(time.perf_counter() - t0, 1),
+            "tokens": s.get("tokens", 0), "diag_tokens": s.get("diag_tokens", 0),
+            "out_of_region_updates": s.get("out_of_region_updates", 0), "probed_updates": s.get("probed_updates", 0),
+            "out_of_region_events": s.get("out_of_region_events", 0), "updates": s.get("updates", 0),
+            "accepted": s.get("accepted", 0), "no_signal": s.get("no_signal", 0),
+            "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap}
+
+
+def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: the paired change pooled over prompts x seeds, tokens, wall and out-of-region rate."""
+    from teamtr_adapters.train.diagnostics import paired_change
+
+    out = {}
+    for m in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == m]
+        change = paired_change([x for r in rs for x in r["before"]], [x for r in rs for x in r["after"]])
+        probed = sum(r["probed_updates"] for r in rs)
+        out[m] = {"seeds": len(rs), **change, "tokens": sum(r["tokens"] for r in rs) / len(rs),
+                  "train_wall_s": sum(r["train_wall_s"] for r in rs) / len(rs),
+                  "out_of_region_rate": sum(r["out_of_region_updates"] for r in rs) / probed if probed else None,
+                  "out_of_region_events": sum(r["out_of_region_events"] for r in rs),
+                  "updates": sum(r["updates"] for r in rs), "no_signal": sum(r["no_signal"] for r in rs)}
+    return out
+
+
+def table(summary: dict[str, Any]) -> str:
+    head = ("| method | seeds | accuracy before -> after | change [95% CI] | tokens/run | train wall/run | "
+            "out-of-region (held-out) | rolled-back excursions | no-signal updates |")
+    lines = [head, "|" + "---|" * 9]
+    for m, s in summary.items():
+        oor = "-" if s["out_of_region_rate"] is None else f"{s['out_of_region_rate']:.0%}"
+        lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {s['change']:+.3f} "
+                     f"[{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}] | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
+                     f"{oor} | {s['out_of_region_events']} | {s['no_signal']}/{s['updates']} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], a: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, label in ((axes[0], "tokens", "training tokens generated"),
+                           (axes[1], "wall_s", "training wall time (s, 2 CPU cores)")):
+        for m in dict.fromkeys(r["method"] for r in runs):
+            for i, r in enumerate(x for x in runs if x["method"] == m):
+                ax.plot([p[key] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], "o-", ms=3, alpha=0.8,
+                        color=COLOURS[m], label=m if i == 0 else None)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"held-out accuracy ({a.eval_n} prompts x {a.eval_k})")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Held-out accuracy while training math-trio (embedded SmolLM2-135M), one line per seed\n"
+                 f"budget {a.budget} tokens, P {a.prompts} x G {a.group_size}, {a.steps} steps, lr {a.lr}, "
+                 f"delta {a.delta}, <= {a.max_new_tokens} tokens/message", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    a = parse(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.spec import load_spec
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="learning-team-") as tmp:
+        template = Path(tmp) / "home"
+        Registry(template).init_team(load_spec("math-trio"))
+        for seed in range(a.seeds):
+            for m in a.methods:
+                print(f"{m} seed {seed} ...", file=sys.stderr, flush=True)
+                runs.append(run_one(m, seed, a, template))
+    summary = analyse(runs)
+    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "runtime_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs}
+    (a.out / "learning.json").write_text(json.dumps(result, indent=1))
+    md = table(summary)
+    (a.out / "learning.md").write_text(md + f"\n\nruntime {result['runtime_s']:.0f} s\n")
+    plot(runs, a, a.out / "learning.png")
+    print(md)
+    print(f"runtime {result['runtime_s']:.0f} s; results in {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
