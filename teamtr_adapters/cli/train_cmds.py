@@ -114,6 +114,9 @@ def train(
 
 def _render_report(d: dict[str, Any]) -> None:
     s = d["summary"]
+    if not s.get("finished", True):
+        console.print(f"run {d['run']} did not finish (interrupted or killed): the curves cover the "
+                      f"{s['updates']} update(s) it recorded", highlight=False)
     console.print(f"run {d['run']}: {s['updates']} updates, {s.get('accepted')} accepted, "
                   f"out-of-region rate {_fmt(s.get('out_of_region_rate'))}, tokens {s.get('tokens')}, "
                   f"wall {_fmt(s.get('wall_s'))} s", highlight=False)
