@@ -37,3 +37,41 @@ def test_bad_invocations_through_the_console_entry_point(tiny_team, tmp_path):
 def test_fuzzed_specs_round_trip_or_are_refused_with_input_errors():
     row = chaos.fuzz_row(200)
     assert row.trials == 200 and row.failures == 0 and row.tracebacks == 0, row.note
+
+
+
+def test_os_refusal_inside_the_registry_is_one_line_and_exit_7(tiny_team):
+    """The OS refusing a write inside the home (here `locks` is a file, so creating a lock fails with
+    FileExistsError; a read-only home fails the same way with PermissionError) is one `error:` line, exit 7."""
+    import shutil
+
+    home = tiny_team.home
+    shutil.rmtree(home / "locks", ignore_errors=True)
+    (home / "locks").write_text("")
+    before = chaos.snapshot(home)
+    code, out, err = chaos.run_inprocess(["adapter", "alias", "tiny-duo.solver:v1", "best"], str(home))
+    assert code == 7 and err.startswith("error: ") and "locks" in err and err.count("\n") == 1, err
+    assert chaos.snapshot(home) == before
+
+
+def test_read_only_home_is_one_line_and_exit_7(tiny_team, tmp_path):
+    import os
+    import shutil
+    import stat
+
+    import pytest
+
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a read-only dir")
+    home = tmp_path / "ro-home"
+    shutil.copytree(tiny_team.home, home)
+    for p in [home, *home.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = chaos.snapshot(home)
+    try:
+        code, out, err = chaos.run_inprocess(["adapter", "alias", "tiny-duo.solver:v1", "best"], str(home))
+    finally:
+        for p in [home, *home.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    assert code == 7 and err.startswith("error: Permission denied") and err.count("\n") == 1, err
+    assert chaos.snapshot(home) == before
