@@ -435,5 +435,5 @@ def campaign(full: bool, workdir: Path) -> list[Row]:
         rows.append(invocation_row(all_cases, home, subprocess_mode=True))
     rows.append(fuzz_row(10_000 if full else 200))
     if full:
-        rows.append(interrupt_row(home, 6))
+        rows.append(interrupt_row(home, 3))
     return rows
