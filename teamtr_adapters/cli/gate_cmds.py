@@ -6,6 +6,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Optional
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from ..errors import GateRefused, InputError
@@ -133,7 +134,7 @@ def render_report(rep: dict[str, Any]) -> None:
     title = (f"gate {rep['team']}/{rep['role']}: {rep['incumbent']['ref']} -> {rep['candidate']['ref']} "
              f"({rep['prompts']} held-out prompts x {cfg['samples']}, seed {cfg['seed']})")
     console.print(table(title, ["check", "measured", "threshold", "result"], rows))
-    verdict = "[bold green]ACCEPTED[/]" if rep["accepted"] else "[bold red]REFUSED[/]: " + "; ".join(rep["reasons"])
+    verdict = "[bold green]ACCEPTED[/]" if rep["accepted"] else "[bold red]REFUSED[/]: " + escape("; ".join(rep["reasons"]))
     console.print(f"decision: {verdict}", highlight=False)
 
 
