@@ -4,8 +4,8 @@ The public API (no torch is imported until a function needs it):
     from teamtr_adapters import Registry, load_spec, TeamSpec, resolve_base
 """
 from .errors import (ConflictError, GateRefused, IncompatibleAdapterError, InputError, IntegrityError,
-                     InvalidNameError, NotFoundError, SpecError, TaskError, TeamTRError, TrainingAborted,
-                     UnsafeAdapterError)
+                     InvalidNameError, NotFoundError, SpecError, StorageError, TaskError, TeamTRError,
+                     TrainingAborted, UnsafeAdapterError)
 from .registry import Registry, VersionInfo
 from .runtime.base import BaseRef, resolve_base
 from .spec import TeamSpec, load_spec, parse_spec
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Registry", "VersionInfo", "TeamSpec", "load_spec", "parse_spec", "resolve_base", "BaseRef",
     "TeamTRError", "InputError", "SpecError", "NotFoundError", "InvalidNameError", "UnsafeAdapterError",
-    "IncompatibleAdapterError", "TaskError", "IntegrityError", "ConflictError", "GateRefused", "TrainingAborted",
+    "IncompatibleAdapterError", "TaskError", "StorageError", "IntegrityError", "ConflictError", "GateRefused", "TrainingAborted",
     "load_team",
 ]
 

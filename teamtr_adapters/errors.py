@@ -80,3 +80,9 @@ class TrainingAborted(TeamTRError):
     """A training update aborted (non-finite loss) and wrote nothing."""
 
     exit_code = 6
+
+
+class StorageError(TeamTRError):
+    """The file system refused an operation: permission denied, a path that is not a directory, no space left."""
+
+    exit_code = 8

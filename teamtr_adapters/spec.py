@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -12,15 +13,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from .errors import SpecError, InvalidNameError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # always with fullmatch: `$` would accept "x\n"
 EMBEDDED_BASE = "embedded"
 
 
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a safe registry name (letters, digits, `_`, `-`); raise otherwise."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidNameError(
             f"invalid {what} {name!r}: use letters, digits, '_' and '-' (no '/', '..', spaces or paths)"
         )
@@ -115,7 +118,8 @@ class TeamSpec:
         return d
 
     def to_toml(self) -> str:
-        return _dump_toml(self.to_dict())
+        """The spec as TOML (tomli-w); `parse_spec(spec.to_toml()) == spec`."""
+        return tomli_w.dumps(self.to_dict())
 
     def spec_hash(self) -> str:
         """sha256 of the canonical JSON form: equal specs hash equal whatever their TOML layout."""
@@ -153,7 +157,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -164,11 +168,29 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         value = tuple(value) if ok else value
     elif isinstance(default, dict):
         ok = isinstance(value, dict)
+        if ok:
+            _check_plain(value, where)
     else:
         ok = True
     if not ok:
         raise SpecError(f"{where} must be {type(default).__name__.replace('tuple', 'list of strings')}, got {value!r}")
     return value
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse what JSON cannot hold (a TOML date or time, nan, inf), naming the key: specs are hashed and
+    stored as JSON too, so a value that only TOML can hold would be accepted and then fail to be written."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where} must be a finite number, got {value!r}")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise SpecError(f"{where} must be a string, number, boolean, array or table, got a TOML "
+                        f"{type(value).__name__} ({value})")
 
 
 def _role(data: Any, i: int) -> RoleSpec:
@@ -248,10 +270,14 @@ def parse_spec(text: str, source: str = "<spec>") -> TeamSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{source}: malformed TOML: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: arrays or tables nested too deep") from None
     try:
         return spec_from_dict(data)
     except SpecError as e:
         raise SpecError(f"{source}: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: task.params nested too deep") from None
 
 
 def builtin_templates() -> list[str]:
@@ -264,7 +290,13 @@ def load_spec(ref: str | Path) -> TeamSpec:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SpecError(f"no spec file at {path}")
-        return parse_spec(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError(f"{path}: not a UTF-8 text file (byte {e.start} is {e.object[e.start]:#04x})") from None
+        except OSError as e:
+            raise SpecError(f"{path}: cannot be read ({e.strerror or e})") from None
+        return parse_spec(text, str(path))
     if str(ref) in builtin_templates():
         text = resources.files("teamtr_adapters.teams").joinpath(f"{ref}.toml").read_text()
         return parse_spec(text, f"template {ref}")
@@ -272,29 +304,3 @@ def load_spec(ref: str | Path) -> TeamSpec:
 
     raise NotFoundError(f"no template or spec file {str(ref)!r} (templates: {', '.join(builtin_templates())})")
 
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _dump_toml(d: dict[str, Any]) -> str:
-    """A small TOML writer for the spec's fixed shape (scalars, tables, one array of tables)."""
-    out = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, (dict, list))]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append(f"\n[{k}]")
-            out += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
-    for role in d["roles"]:
-        out.append("\n[[roles]]")
-        out += [f"{kk} = {_toml_value(vv)}" for kk, vv in role.items()]
-    return "\n".join(out) + "\n"

@@ -6,9 +6,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Optional
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
 from ..errors import GateInconclusive, GateRefused, InputError
 from ..registry import Registry
+from .home import check_adapter_meta, open_registry
 from .registry_cmds import adapter_app, short, team_app, team_base
 from .render import JsonOpt, console, emit, err_console, progress, table
 from .runtime_cmds import BackendOpt
@@ -83,7 +86,8 @@ def swap(
     """Replace one agent. Exit 0 accepted, 3 refused by the gate, 7 gate inconclusive, 2 bad input."""
     from .. import gate as gate_mod
 
-    reg = Registry()
+    check_adapter_meta(ref)
+    reg = open_registry()
     team = default_team(reg, team)
     cfg = None
     if gate:
@@ -121,7 +125,7 @@ def render_swap(r: dict[str, Any]) -> None:
 
 def render_report(rep: dict[str, Any]) -> None:
     cfg = rep["config"]
-    ok = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    ok = {True: Text("pass", "green"), False: Text("FAIL", "red")}
     regs = rep["regressions"]
     score = {"accepted": "[green]pass[/]", "refused": "[red]FAIL[/]", "inconclusive": "[yellow]?[/]"}
     rows = [
@@ -146,7 +150,7 @@ def render_report(rep: dict[str, Any]) -> None:
                "inconclusive": "[bold yellow]INCONCLUSIVE[/]: "}[rep["decision"]]
     more = (f" (about {rep['more_prompts']} more prompts would likely decide)"
             if rep["decision"] == "inconclusive" else "")
-    console.print(f"decision: {verdict}" + "; ".join(rep["reasons"]) + more, highlight=False)
+    console.print(f"decision: {verdict}" + escape("; ".join(rep["reasons"]) + more), highlight=False)
 
 
 # -- rollback --------------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ def rollback(
     """Restore a role's earlier version exactly (by content id)."""
     from ..registry.rollback import rollback_role
 
-    reg = Registry()
+    reg = open_registry()
     team = default_team(reg, team)
     before = reg.manifest(team)["roles"].get(role)
     manifest = rollback_role(reg, team, role, to)
@@ -175,7 +179,7 @@ def team_rollback(team: str = typer.Argument(...), revision: int = typer.Argumen
     """Restore every pin of a team exactly as it was at REVISION."""
     from ..registry.rollback import rollback_team
 
-    reg = Registry()
+    reg = open_registry()
     before = reg.manifest(team)["roles"]
     manifest = rollback_team(reg, team, revision)
     emit(manifest, as_json, lambda m: console.print(table(
@@ -202,7 +206,8 @@ def align(
     """Stage-0 alignment: distil a candidate toward the incumbent; write the result as a new version."""
     from ..train.align import AlignConfig, align_candidate
 
-    reg = Registry()
+    check_adapter_meta(ref)
+    reg = open_registry()
     team = default_team(reg, team)
     cfg = AlignConfig(delta0=delta0, probes=probes, steps=steps, lr=lr, seed=seed).check()
     base = team_base(reg, team)
@@ -212,14 +217,14 @@ def align(
 
 
 def render_align(r: dict[str, Any]) -> None:
-    reached = "[green]reached[/]" if r["reached"] else "[red]not reached within the step budget[/]"
+    reached = Text("reached", "green") if r["reached"] else Text("not reached within the step budget", "red")
     console.print(table(
         f"Stage-0 alignment of {r['candidate']['ref']} toward {r['team']}/{r['role']} {r['incumbent']['ref']}",
         ["", "value"],
         [["probe contexts", f"{r['contexts']} ({r['states']} token states)"],
          ["D_tok(incumbent || candidate) before", f"{r['d_tok_before']:.4g}"],
          ["D_tok(incumbent || aligned) after", f"{r['d_tok_after']:.4g}"],
-         ["delta0", f"{r['config']['delta0']:g} ({reached})"],
+         ["delta0", Text.assemble(f"{r['config']['delta0']:g} (", reached, ")")],
          ["optimiser steps", r["steps"]],
          ["stored as", f"{r['version']['ref']} ({short(r['version']['id'])})"]]))
     console.print(f"next: teamtr-adapters swap {r['role']} {r['version']['ref']} --team {r['team']} --gate",
@@ -244,7 +249,9 @@ def adapter_diff(
     from ..registry.candidates import locate
     from ..train.kl import probe_kl
 
-    reg = Registry()
+    check_adapter_meta(a)
+    check_adapter_meta(b)
+    reg = open_registry()
     x, y = locate(reg, a), locate(reg, b)
     result: dict[str, Any] = {"a": x.to_dict(), "b": y.to_dict(), "config_diff": g.config_diff(x.path, y.path),
                               "modules": g.weight_diff(x.path, y.path), "kl": None}

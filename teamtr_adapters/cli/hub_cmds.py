@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import typer
 
-from ..registry import Registry
+from .home import open_registry
 from .render import JsonOpt, console, emit, table
 
-hub_app = typer.Typer(help="Push team bundles to and pull them from the Hugging Face Hub.", no_args_is_help=True)
+hub_app = typer.Typer(help="Push team bundles to and pull them from the Hugging Face Hub.", no_args_is_help=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def hub_push(
     """Push TEAM as one commit (only changed files are uploaded) and tag the team revision."""
     from ..registry.hub import push_team
 
-    result = push_team(Registry(), team, repo, branch=revision, tag=tag, private=private)
+    result = push_team(open_registry(), team, repo, branch=revision, tag=tag, private=private)
     emit(result, as_json, _render_push)
 
 
@@ -57,7 +57,7 @@ def hub_pull(
     from ..registry import lineage_of
     from ..registry.hub import parse_hub_ref, pull_role, pull_team
 
-    reg = Registry()
+    reg = open_registry()
     href = parse_hub_ref(ref)
     if role or href.role:
         lineage = lineage_of(name, role or href.role) if name else None

@@ -8,11 +8,12 @@ import typer
 
 from ..errors import IntegrityError
 from ..registry import Registry
+from .home import check_adapter_meta, open_registry
 from .render import JsonOpt, console, emit, table
 
-team_app = typer.Typer(help="Create and inspect teams.", no_args_is_help=True)
-adapter_app = typer.Typer(help="Inspect, import, export and alias adapter versions.", no_args_is_help=True)
-registry_app = typer.Typer(help="Check and clean the registry.", no_args_is_help=True)
+team_app = typer.Typer(help="Create and inspect teams.", no_args_is_help=False)
+adapter_app = typer.Typer(help="Inspect, import, export and alias adapter versions.", no_args_is_help=False)
+registry_app = typer.Typer(help="Check and clean the registry.", no_args_is_help=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +58,7 @@ def team_init(
         spec = spec.replace(name=check_name(name, "team name"))
     if base:
         spec = spec.replace(base=base)
-    reg = Registry()
+    reg = open_registry()
     manifest = reg.init_team(spec, resolve_base(spec.base))
     emit(manifest, as_json, lambda m: _render_manifest(reg, m, f"created team {m['team']}"))
 
@@ -65,7 +66,7 @@ def team_init(
 @team_app.command("list")
 def team_list(as_json: bool = JsonOpt) -> None:
     """List the teams in the registry."""
-    reg = Registry()
+    reg = open_registry()
     data = [reg.manifest(t) for t in reg.list_teams()]
     emit(data, as_json, lambda d: console.print(table(
         "teams", ["team", "revision", "base", "roles"],
@@ -76,7 +77,7 @@ def team_list(as_json: bool = JsonOpt) -> None:
 @team_app.command("show")
 def team_show(team: str, as_json: bool = JsonOpt) -> None:
     """Show a team's spec summary and pinned versions."""
-    reg = Registry()
+    reg = open_registry()
     manifest = reg.manifest(team)
     spec = reg.team_spec(team)
     data = {**manifest, "spec": spec.to_dict()}
@@ -98,7 +99,7 @@ def _render_manifest(reg: Registry, m: dict[str, Any], title: str) -> None:
 def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this lineage (e.g. math-trio.solver)."),
                  as_json: bool = JsonOpt) -> None:
     """List stored versions."""
-    reg = Registry()
+    reg = open_registry()
     data = [{"ref": v.ref, "id": v.id, "made_by": v.meta.get("made_by"), "created": v.meta.get("created"),
              "parent": v.meta.get("parent")} for v in reg.list_versions(lineage)]
     emit(data, as_json, lambda d: console.print(table(
@@ -110,7 +111,7 @@ def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this l
 def adapter_show(ref: str = typer.Argument(..., help="LINEAGE:vN, LINEAGE:ALIAS or a version id."),
                  as_json: bool = JsonOpt) -> None:
     """Show one version's metadata and lineage."""
-    reg = Registry()
+    reg = open_registry()
     info = reg.resolve(ref)
     data = {**info.to_dict(), "aliases": [a for a, n in reg.aliases(info.lineage).items() if n == info.name]}
     emit(data, as_json, lambda d: console.print(table(
@@ -130,7 +131,8 @@ def adapter_import(
     """Validate an external PEFT adapter and add it as a new version."""
     from ..runtime.base import resolve_base
 
-    reg = Registry()
+    check_adapter_meta(src)
+    reg = open_registry()
     base_ref = team_base(reg, team) if team else resolve_base(base)
     info = reg.import_adapter(src, lineage, base_ref)
     emit(info.to_dict(), as_json, lambda d: console.print(f"imported {info.ref} ({short(info.id)})"))
@@ -139,7 +141,7 @@ def adapter_import(
 @adapter_app.command("export")
 def adapter_export(ref: str, dest: Path, as_json: bool = JsonOpt) -> None:
     """Copy a version out as a plain PEFT adapter dir."""
-    out = Registry().export(ref, dest)
+    out = open_registry().export(ref, dest)
     emit({"ref": ref, "path": str(out)}, as_json, lambda d: console.print(f"exported {ref} to {out}"))
 
 
@@ -147,7 +149,7 @@ def adapter_export(ref: str, dest: Path, as_json: bool = JsonOpt) -> None:
 def adapter_alias(ref: str = typer.Argument(..., help="LINEAGE:vN"), alias: str = typer.Argument(...),
                   as_json: bool = JsonOpt) -> None:
     """Point ALIAS of the version's lineage at it (e.g. `adapter alias math-trio.solver:v3 best`)."""
-    reg = Registry()
+    reg = open_registry()
     info = reg.resolve(ref)
     reg.set_alias(info.lineage, alias, info.name)
     emit({"lineage": info.lineage, "alias": alias, "name": info.name}, as_json,
@@ -158,7 +160,7 @@ def adapter_alias(ref: str = typer.Argument(..., help="LINEAGE:vN"), alias: str 
 @registry_app.command("verify")
 def registry_verify(as_json: bool = JsonOpt) -> None:
     """Recompute every version's hashes; exit 4 if anything is corrupt or dangling."""
-    reg = Registry()
+    reg = open_registry()
     report = {"home": str(reg.home), **reg.verify()}
     emit(report, as_json, lambda r: console.print(
         f"{r['versions']} versions in {r['home']}: " + ("ok" if r["ok"] else "\n".join(r["problems"]))))
@@ -170,7 +172,7 @@ def registry_verify(as_json: bool = JsonOpt) -> None:
 def registry_gc(yes: bool = typer.Option(False, "--yes", help="Really delete (default is a dry run)."),
                 as_json: bool = JsonOpt) -> None:
     """Remove versions no manifest, alias or history event pins (dry run unless --yes)."""
-    report = Registry().gc(dry_run=not yes)
+    report = open_registry().gc(dry_run=not yes)
     verb = "would remove" if report["dry_run"] else "removed"
     emit(report, as_json, lambda r: console.print(
         f"{verb} {len(r['remove'])} version(s), {r['bytes']} bytes, and {len(r['stale_tmp'])} temp dir(s); "
@@ -182,7 +184,7 @@ def history(team: Optional[str] = typer.Option(None, "--team", help="Only this t
             role: Optional[str] = typer.Option(None, "--role", help="Only events that moved this role."),
             as_json: bool = JsonOpt) -> None:
     """Show the append-only history: who held each role when, and why it changed."""
-    reg = Registry()
+    reg = open_registry()
     events = reg.history(team)
     if role:
         events = [e for e in events if (e.get("pins_before") or {}).get(role) != (e.get("pins_after") or {}).get(role)]

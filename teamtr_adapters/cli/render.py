@@ -8,9 +8,12 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes: `:b:` in a name or message is text, not a picture. Text that comes from users (names,
+# messages, paths, metadata) is printed as `Text` (never parsed as markup); markup is for our own labels.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
@@ -23,12 +26,29 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) 
         render(data)
 
 
+def print_error(message: str, prefix: bool = True) -> None:
+    """One line on stderr: `error: MESSAGE` (the message printed literally, newlines folded)."""
+    line = " ".join(str(message).split("\n"))
+    err_console.print(Text.assemble(("error: ", "bold red") if prefix else "", (line, "bold red" if not prefix else "")),
+                      highlight=False, soft_wrap=True)
+
+
+def print_line(text: str) -> None:
+    """Plain text on stdout (help, version), printed literally."""
+    sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def cell(v: Any) -> Text:
+    """A table cell: our own `Text` (possibly styled) as it is, anything else as literal text."""
+    return v if isinstance(v, Text) else Text("" if v is None else str(v))
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    t = Table(title=Text(title), title_justify="left")
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*[cell(v) for v in r])
     return t
 
 

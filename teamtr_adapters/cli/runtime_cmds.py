@@ -22,11 +22,24 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
 
 
-def _load(team: str, backend: str, device: str, dtype: str):
-    from ..registry import Registry
-    from ..runtime.team import load_team
+def check_play_options(device: str, dtype: str, temperature: float | None) -> None:
+    """Refuse a bad --device, --dtype or --temperature before the model is loaded (seconds), not after."""
+    from ..errors import InputError
+    from ..runtime.base import DTYPES
 
-    return load_team(Registry(), team, backend=backend, device=device, dtype=dtype)
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} (choose auto, cpu or cuda)")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (choose from auto, {', '.join(DTYPES)})")
+    if temperature is not None and not 0.0 <= temperature <= 5.0:
+        raise InputError(f"--temperature must be in [0, 5], got {temperature:g}")
+
+
+def _load(team: str, backend: str, device: str, dtype: str):
+    from ..runtime.team import load_team
+    from .home import open_registry
+
+    return load_team(open_registry(), team, backend=backend, device=device, dtype=dtype)
 
 
 def eval_cmd(
@@ -44,6 +57,10 @@ def eval_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Accuracy of a team on a task split, next to the base model answering alone on the same prompts."""
+    from ..tasks.base import check_eval_args
+
+    check_eval_args(n, k, split)
+    check_play_options(device, dtype, temperature)
     t = _load(team, backend, device, dtype)
     with progress() as bar:
         task_id = bar.add_task(f"eval {team}", total=t.spec.n_turns + int(base_alone))
@@ -86,6 +103,7 @@ def run_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Play one episode and print the transcript turn by turn, then the final answer."""
+    check_play_options(device, dtype, temperature)
     t = _load(team, backend, device, dtype)
     ep = t.run(question, answer=answer, seed=seed, temperature=temperature)
     data = {"team": team, "question": question, "seed": seed,

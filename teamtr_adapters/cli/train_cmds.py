@@ -7,9 +7,9 @@ from typing import Any, Optional
 import typer
 
 from ..errors import InputError
-from ..registry import Registry
+from .home import open_registry
 from .render import JsonOpt, console, emit, progress, table
-from .runtime_cmds import BackendOpt
+from .runtime_cmds import BackendOpt, check_play_options
 
 
 def register(app: typer.Typer) -> None:
@@ -131,13 +131,14 @@ def train(
         raise InputError("give a ROLE to train (with --updates K) or --stages S for full stages")
     if (stages if stages is not None else updates) < 1:
         raise InputError("--updates and --stages must be >= 1")
+    check_play_options(device, dtype, None)
     cfg = TrainConfig(method=method, order=role or order, resample=resample, resample_every=resample_every,
                       steps=steps, lr=lr, delta=delta, beta0=beta, kl_control=kl_control, hard_check=hard_check,
                       ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
                       micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n, eval_k=eval_k,
                       tis_cap=tis_cap, probe_prompts=probe_prompts, redraws=redraws, redraw_prompts=redraw_prompts,
                       fresh_prompts=fresh_prompts)
-    reg = Registry()
+    reg = open_registry()
     with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
                                      single_role=role, backend=backend) as trainer:
         result = run_stages(trainer, stages if stages is not None else updates)
@@ -147,6 +148,9 @@ def train(
 
 def _render_report(d: dict[str, Any]) -> None:
     s = d["summary"]
+    if not s.get("finished", True):
+        console.print(f"run {d['run']} did not finish (interrupted or killed): the curves cover the "
+                      f"{s['updates']} update(s) it recorded", highlight=False)
     console.print(f"run {d['run']}: {s['updates']} updates, {s.get('accepted')} accepted, "
                   f"out-of-region rate {_fmt(s.get('out_of_region_rate'))}, tokens {s.get('tokens')}, "
                   f"wall {_fmt(s.get('wall_s'))} s", highlight=False)
@@ -161,7 +165,7 @@ def report(
     """Draw a training run's per-update curves to PNG and print its summary."""
     from ..train.report import find_run, load_run, plot_run
 
-    run_dir = find_run(run, Registry().home)
+    run_dir = find_run(run, open_registry().home)
     records, summary = load_run(run_dir)
     png = plot_run(records, out or run_dir / "curves.png", title=run_dir.name)
     emit({"run": run_dir.name, "run_dir": str(run_dir), "png": str(png), "summary": summary,

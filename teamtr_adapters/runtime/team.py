@@ -67,8 +67,9 @@ class Team:
                  temperature: float | None = None, progress: Progress | None = None
                  ) -> tuple[dict[str, Any], list[Episode], list[Episode]]:
         """Accuracy of the team (and of the base alone on the same prompts): (report, team eps, base eps)."""
-        if n < 1 or k < 1:
-            raise TaskError("eval needs n >= 1 prompts and k >= 1 samples per prompt")
+        from ..tasks.base import check_eval_args
+
+        check_eval_args(n, k, split)
         items = self.task.sample(n, seed=seed, split=split)
         total = self.spec.n_turns + (1 if base_alone else 0)
         start = time.perf_counter()

@@ -14,6 +14,7 @@ Versions are registry version ids; peft adapter names may not hold ".", so each 
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -84,7 +85,13 @@ class TeamModel:
             if self.peft is None:
                 from peft import PeftModel
 
-                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+                with warnings.catch_warnings():
+                    # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.24 deprecated in favour
+                    # of `is_activation_checkpointing`: a FutureWarning on every load that no user can act on.
+                    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                            category=FutureWarning)
+                    self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                          is_trainable=False)
             else:
                 self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except (ValueError, RuntimeError, KeyError) as e:

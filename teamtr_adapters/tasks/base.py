@@ -38,6 +38,13 @@ def check_split(split: str) -> str:
     return split
 
 
+def check_eval_args(n: int, k: int, split: str) -> None:
+    """Refuse an evaluation size or split before anything is loaded."""
+    if n < 1 or k < 1:
+        raise TaskError("eval needs n >= 1 prompts and k >= 1 samples per prompt")
+    check_split(split)
+
+
 def check_params(task: str, params: dict[str, Any], allowed: Iterable[str]) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -101,9 +101,21 @@ class DiagnosticsLog:
 
 
 def read_records(path: Path) -> list[UpdateRecord]:
+    """The records of a diagnostics log; a last line cut short by a killed run is left out."""
     if not Path(path).is_file():
         return []
-    return [UpdateRecord.from_dict(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = [line for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(UpdateRecord.from_dict(json.loads(line)))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            if i == len(lines) - 1:
+                break  # a write cut short by a kill
+            from ..errors import InputError
+
+            raise InputError(f"{path}: line {i + 1} is not an update record") from None
+    return records
 
 
 def certificate(l_fresh: float, zeta: float, delta: float, adv_max: float, gamma: float) -> float:

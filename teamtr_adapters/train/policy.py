@@ -119,7 +119,9 @@ class WorkingCopy:
         from safetensors.torch import save_file
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(self.tm.peft, adapter_name=self.name)
+        # save_embedding_layers=False: LoRA never trains the embeddings here, and peft's default "auto" looks the
+        # base up on the Hub (a network call, and an "Unable to fetch" line offline) on every save.
+        state = get_peft_model_state_dict(self.tm.peft, adapter_name=self.name, save_embedding_layers=False)
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / WEIGHTS),
                   metadata={"format": "pt"})
         (out_dir / CONFIG).write_bytes((self.parent_path / CONFIG).read_bytes())

@@ -1,21 +1,27 @@
 """`report RUN`: find a run's diagnostics and draw its curves to PNG (matplotlib, Agg backend)."""
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFoundError
+from ..errors import InputError, NotFoundError
 from .diagnostics import UpdateRecord, read_records, summarise
+
+
+def _is_run(path: Path) -> bool:
+    """A run dir: the trainer writes config.json when it starts, updates.jsonl as it goes, summary.json at the end."""
+    return path.is_dir() and any((path / f).is_file() for f in ("config.json", "updates.jsonl"))
 
 
 def find_run(ref: str, home: Path) -> Path:
     """A run dir from a path or a run id under `home/runs` (a unique prefix is enough)."""
     path = Path(ref).expanduser()
-    if (path / "updates.jsonl").is_file():
+    if _is_run(path):
         return path
     runs = home / "runs"
-    hits = sorted(p for p in runs.glob(f"{ref}*") if (p / "updates.jsonl").is_file()) if runs.is_dir() else []
+    hits = sorted(p for p in runs.glob(f"{glob.escape(ref)}*") if _is_run(p)) if runs.is_dir() else []
     if len(hits) != 1:
         known = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
         raise NotFoundError(f"no run {ref!r}" + (" (ambiguous)" if hits else "")
@@ -24,11 +30,16 @@ def find_run(ref: str, home: Path) -> Path:
 
 
 def load_run(run_dir: Path) -> tuple[list[UpdateRecord], dict[str, Any]]:
-    """The run's update records and summary (recomputed from the records when the run was cut short)."""
+    """The run's update records and summary (recomputed from the records, with `finished: false`, when the
+    run was cut short: interrupted, killed, or still running)."""
     records = read_records(run_dir / "updates.jsonl")
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else summarise(records)
-    return records, summary
+    if summary_path.is_file():
+        return records, {"finished": True, **json.loads(summary_path.read_text())}
+    if not records:
+        raise InputError(f"run {run_dir.name!r} did not finish and recorded no update "
+                         "(it was interrupted or killed before its first update, or is still starting)")
+    return records, {**summarise(records), "finished": False}
 
 
 def plot_run(records: list[UpdateRecord], out: Path, title: str = "") -> Path:

@@ -449,7 +449,11 @@ class Trainer:
             for rec, work in updates:
                 if not work.changed():
                     continue
-                with tempfile.TemporaryDirectory(dir=self.reg.home, prefix=".train-") as tmp:
+                # Under the registry's tmp/ (as its own writes are): a killed run leaves its dir where `registry
+                # gc` removes stale temp dirs, not loose in $TEAMTR_HOME; an interrupted one removes it here.
+                scratch = self.reg.home / "tmp"
+                scratch.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=scratch, prefix="train-") as tmp:
                     info = self.reg.add_version(
                         lineages[rec.role], work.save(Path(tmp) / "adapter"), made_by="train",
                         base=self.base.identity, parent=rec.parent, context=rec.context,

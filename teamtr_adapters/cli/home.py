@@ -1,0 +1,43 @@
+"""Opening the registry from the command line: `$TEAMTR_HOME` is checked before any command reads or writes it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError, UnsafeAdapterError
+from ..registry import Registry
+from ..registry.store import default_home
+
+
+def check_home(home: Path) -> Path:
+    """Refuse a home that is (or lies under) something other than a directory; a missing home is fine
+    (it is created on the first write, and reads find an empty registry)."""
+    p = home
+    while not p.exists() and p != p.parent:  # exists() is False under a file too (ENOTDIR)
+        p = p.parent
+    if not p.is_dir():
+        where = "" if p == home else f" ({p} is not a directory)"
+        raise InputError(f"TEAMTR_HOME {home} is not a directory{where}: point it at a directory "
+                         "(or at a path where one can be created)")
+    return home
+
+
+def open_registry() -> Registry:
+    """The registry at `$TEAMTR_HOME` (default `~/.teamtr`), after `check_home`."""
+    return Registry(check_home(default_home()))
+
+
+def check_adapter_meta(src: str | Path) -> None:
+    """An adapter dir given on the command line may carry a `teamtr.json` (lineage metadata): refuse one that
+    is not a UTF-8 JSON object (with `base`, if present, an object) before the registry reads it.
+
+    This belongs in `registry.validate.check_compatible`, which reads the file unguarded; kept here until it does."""
+    meta = Path(src) / "teamtr.json"
+    if not Path(src).is_dir() or not meta.is_file():
+        return
+    try:
+        doc = json.loads(meta.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UnsafeAdapterError(f"{meta}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("base", {}), dict):
+        raise UnsafeAdapterError(f"{meta}: must be a JSON object whose 'base' is an object")
