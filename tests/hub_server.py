@@ -176,6 +176,14 @@ class HubState:
             self._write_refs(repo_id, refs)
             return new
 
+    def reset_branch(self, repo_id: str, branch: str, commit_id: str) -> None:
+        """Force-move `branch` to an existing commit (test setup only; the Hub API has no such route here)."""
+        with self.lock:
+            self.commit_doc(repo_id, commit_id)
+            refs = self.refs(repo_id)
+            refs["branches"][branch] = commit_id
+            self._write_refs(repo_id, refs)
+
     def create_ref(self, repo_id: str, kind: str, name: str, rev: str) -> str:
         """Create branch or tag `name` at `rev`; 409 when it exists."""
         with self.lock:
@@ -200,6 +208,8 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.before_commit: Callable[[str, str], None] | None = None  # one-shot hook (repo_id, branch)
         self.before_tag: Callable[[str, str], None] | None = None  # one-shot hook (repo_id, tag name)
+        # token -> event: requests bearing that token wait until the next commit lands (forces an interleaving)
+        self.held: dict[str, threading.Event] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -286,6 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.query = parse_qs(split.query)
         self.hub.requests.append((self.command, split.path))
         parts = [unquote(p) for p in split.path.split("/")[1:]]
+        auth = self.headers.get("Authorization", "")
+        gate = self.hub.held.get(auth[7:]) if auth.startswith("Bearer ") else None
+        if gate is not None:
+            gate.wait(timeout=120)
         try:
             self._token_ok(False)  # like the Hub: a token that is sent must be valid, even for reads
             self._route(parts, body)
@@ -458,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.commit_log.append({"repo": repo_id, "branch": branch, "commit": commit_id,
                                     "parent": header.get("parentCommit"), "added": sorted(adds),
                                     "deleted": sorted(deletes + folders)})
+        for gate in list(self.hub.held.values()):
+            gate.set()
         self._json({"success": True, "commitOid": commit_id, "commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit_id}",
                     "hookOutput": "", "pullRequestUrl": None})
 
