@@ -342,3 +342,79 @@ def race_pushes(envs: list[dict[str, str]], repo: str, team: str = "tiny-duo") -
         out, err = p.communicate(timeout=300)
         results.append((p.returncode, out, err))
     return results
+
+
+# -- the campaign's own setup (the pytest tests use the conftest/hub_fixtures fixtures instead) ----------
+def make_tiny_base(out: Path) -> Path:
+    """A tiny random Llama (as conftest's `tiny_base_dir`) with the embedded model's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from teamtr_adapters.runtime.base import resolve_base
+
+    embedded = resolve_base("embedded")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    for f in embedded.path.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, out / f.name)
+    (out / "teamtr_base.json").write_text(json.dumps({"name": "tiny-llama"}))
+    return out
+
+
+TINY_SPEC = """
+name = "tiny-duo"
+base = "{base}"
+[task]
+name = "arithmetic"
+[lora]
+rank = 4
+alpha = 8
+target_modules = ["q_proj", "v_proj"]
+[trust_region]
+group_size = 2
+prompts_per_update = 2
+[[roles]]
+name = "solver"
+system_prompt = "Solve the problem."
+max_new_tokens = 6
+[[roles]]
+name = "critic"
+system_prompt = "Check the answer."
+max_new_tokens = 6
+"""
+
+
+@contextlib.contextmanager
+def client_at(url: str, cache: Path, token: str):
+    """Point the in-process `huggingface_hub` client (and subprocesses, through the environment) at `url`."""
+    from huggingface_hub import constants, hf_api
+
+    values = [("ENDPOINT", url), ("HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"),
+              ("HF_HUB_OFFLINE", False), ("HF_HUB_DISABLE_XET", True), ("HF_HUB_CACHE", str(cache)),
+              ("HF_HUB_DISABLE_TELEMETRY", True)]
+    env = {"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_HUB_CACHE": str(cache),
+           "HF_TOKEN": token, "TEAMTR_HOME": os.environ.get("TEAMTR_HOME", "")}
+    saved = [(n, getattr(constants, n)) for n, _ in values]
+    saved_env = {k: os.environ.get(k) for k in env}
+    saved_endpoint = hf_api.api.endpoint
+    try:
+        for n, v in values:
+            setattr(constants, n, v)
+        hf_api.api.endpoint = url
+        os.environ.update(env)
+        yield
+    finally:
+        for n, v in saved:
+            setattr(constants, n, v)
+        hf_api.api.endpoint = saved_endpoint
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
