@@ -11,10 +11,14 @@ Each `adapters/<role>/` folder loads with `PeftModel.from_pretrained(base, repo,
 
 All Hub traffic goes through `huggingface_hub`, so `HF_ENDPOINT`, `HF_TOKEN` (or the token saved by
 `hf auth login`), `HF_HOME`/`HF_HUB_CACHE` and `HF_HUB_OFFLINE` work as usual; the token is never read,
-printed or logged here. A push is one commit made with the parent commit it expects (a concurrent push
-makes it fail with `ConflictError`), uploads only files whose bytes changed, and tags the team revision.
-A pull downloads the manifest first, checks the base, downloads the adapters (one role's folder with
-`role=`), refuses unsafe content and verifies every hash before anything enters the local registry.
+printed or logged here. A push is one commit whose parent is the commit this registry last synced the
+team with on that branch (its last push or pull there, from the local history), so a push never reverts
+a commit it has not seen (`ConflictError`, nothing committed); it uploads only files whose bytes changed,
+refuses to overwrite another team's bundle unless forced, and tags the team revision. A pull checks the
+Hub's listing (paths, sizes) before downloading anything, reads the manifest and spec with bounded size
+and depth, checks the base, downloads exactly the manifest's adapter files (one role's with `role=`),
+and verifies every hash and safetensors header before anything enters the local registry. The bounds
+are `LIMITS` (docs/hub.md, "Limits").
 """
 from __future__ import annotations
 
