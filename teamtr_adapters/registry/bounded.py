@@ -61,17 +61,14 @@ def read_bounded(path: Path, what: str, limit: int) -> bytes:
     return data
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def loads_json(data: bytes, what: str, max_depth: int) -> Any:
-    """Parse JSON bytes whose nesting was checked first (no NaN/Infinity, no RecursionError)."""
+    """Parse JSON bytes whose nesting was checked first (no RecursionError; NaN and Infinity parse, as the
+    registry's own JSON writer emits them)."""
     if nesting_depth(data, stop_above=max_depth) > max_depth:
         raise InputError(f"{what} is nested deeper than {max_depth} levels")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, huge ints, NaN
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, 5000-digit integers
         raise InputError(f"{what} is not valid JSON ({_first_line(e)})") from None
 
 
@@ -140,5 +137,5 @@ def check_safetensors(path: Path, what: str, limit: int, header_limit: int, max_
 
 
 def json_size(obj: Any) -> int:
-    """Bytes of `obj` as compact JSON (ValueError for NaN/Infinity, TypeError for non-JSON values)."""
-    return len(json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+    """Bytes of `obj` as compact JSON (TypeError for values JSON cannot hold)."""
+    return len(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())

@@ -523,7 +523,7 @@ def _record(value: Any, what: str) -> None:
     try:
         size = bounded.json_size(value)
     except (ValueError, TypeError):
-        raise InputError(f"{what} holds NaN, Infinity or a value that is not JSON") from None
+        raise InputError(f"{what} holds a value that is not JSON") from None
     if size > LIMITS["record_bytes"]:
         raise InputError(f"{what} is {size} bytes of JSON, over the {LIMITS['record_bytes']}-byte limit")
 
