@@ -8,13 +8,13 @@ fixture patches those for the test, and also sets the environment variables for 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from hub_chaos import registry_snapshot, retrain  # noqa: F401  (re-exported for the tests)
 from hub_server import HubServer
 
 TOKEN = "hf_test_token_do_not_print"
@@ -60,29 +60,3 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str):
 
     monkeypatch.setenv("TEAMTR_HOME", str(tmp_path / name))
     return Registry()
-
-
-def retrain(reg, role: str, shift: float = 0.5) -> str:
-    """Pin a new version of `role` whose LoRA B weights are shifted (a stand-in for a training update)."""
-    from safetensors.numpy import load_file, save_file
-
-    pin = reg.manifest("tiny-duo")["roles"][role]
-    src = reg.version_path(pin["id"])
-    out = reg.home.parent / f"retrained-{role}"
-    out.mkdir(exist_ok=True)
-    tensors = load_file(src / "adapter_model.safetensors")
-    save_file({k: (v + shift).astype(v.dtype) if "lora_B" in k else v for k, v in tensors.items()},
-              str(out / "adapter_model.safetensors"))
-    (out / "adapter_config.json").write_bytes((src / "adapter_config.json").read_bytes())
-    info = reg.add_version(pin["lineage"], out, made_by="train", base=reg.manifest("tiny-duo")["base"],
-                           parent=pin["id"], metrics={"reward": 0.5})
-    reg.update_pins("tiny-duo", {role: info.id}, {"event": "train", "role": role})
-    return info.id
-
-
-def registry_snapshot(home: Path) -> dict[str, str]:
-    """Path -> sha256 of every file of a registry home (lock files aside): equal snapshots, equal registries."""
-    if not home.exists():
-        return {}
-    return {p.relative_to(home).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(home.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}

@@ -94,6 +94,9 @@ class HubState:
     def blob(self, repo_id: str, oid: str) -> bytes:
         return (self._repo_dir(repo_id) / "objects" / oid).read_bytes()
 
+    def blob_size(self, repo_id: str, oid: str) -> int:
+        return (self._repo_dir(repo_id) / "objects" / oid).stat().st_size
+
     def _put_blob(self, repo_id: str, data: bytes) -> str:
         oid = git_blob_id(data)
         path = self._repo_dir(repo_id) / "objects" / oid
@@ -148,8 +151,9 @@ class HubState:
 
     def commit(self, repo_id: str, branch: str, adds: dict[str, bytes], deletes: list[str] = (),
                title: str = "update", message: str = "", parent: str | None = None,
-               deleted_folders: list[str] = ()) -> str:
-        """Apply one commit to `branch`; HubError 412 when `parent` is given and is not the branch head."""
+               deleted_folders: list[str] = (), check_paths: bool = True) -> str:
+        """Apply one commit to `branch`; HubError 412 when `parent` is given and is not the branch head, as on
+        the Hub. `check_paths=False` stores paths the Hub would refuse (`..`, absolute): a hostile server."""
         with self.lock:
             refs = self.refs(repo_id)
             if branch not in refs["branches"]:
@@ -166,11 +170,19 @@ class HubState:
                 prefix = _safe_path(folder.rstrip("/")) + "/"
                 tree = {p: o for p, o in tree.items() if not p.startswith(prefix)}
             for path, data in adds.items():
-                tree[_safe_path(path)] = self._put_blob(repo_id, data)
+                tree[_safe_path(path) if check_paths else path] = self._put_blob(repo_id, data)
             new = self._new_commit(repo_id, [head], tree, title, message)
             refs["branches"][branch] = new
             self._write_refs(repo_id, refs)
             return new
+
+    def reset_branch(self, repo_id: str, branch: str, commit_id: str) -> None:
+        """Force-move `branch` to an existing commit (test setup only; the Hub API has no such route here)."""
+        with self.lock:
+            self.commit_doc(repo_id, commit_id)
+            refs = self.refs(repo_id)
+            refs["branches"][branch] = commit_id
+            self._write_refs(repo_id, refs)
 
     def create_ref(self, repo_id: str, kind: str, name: str, rev: str) -> str:
         """Create branch or tag `name` at `rev`; 409 when it exists."""
@@ -195,6 +207,9 @@ class HubServer:
         self.commit_log: list[dict[str, Any]] = []  # one entry per accepted commit request
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.before_commit: Callable[[str, str], None] | None = None  # one-shot hook (repo_id, branch)
+        self.before_tag: Callable[[str, str], None] | None = None  # one-shot hook (repo_id, tag name)
+        # token -> event: requests bearing that token wait until the next commit lands (forces an interleaving)
+        self.held: dict[str, threading.Event] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -281,6 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.query = parse_qs(split.query)
         self.hub.requests.append((self.command, split.path))
         parts = [unquote(p) for p in split.path.split("/")[1:]]
+        auth = self.headers.get("Authorization", "")
+        gate = self.hub.held.get(auth[7:]) if auth.startswith("Bearer ") else None
+        if gate is not None:
+            gate.wait(timeout=120)
         try:
             self._token_ok(False)  # like the Hub: a token that is sent must be valid, even for reads
             self._route(parts, body)
@@ -341,6 +360,9 @@ class _Handler(BaseHTTPRequestHandler):
             if rest[0] in ("tag", "branch") and m == "POST":
                 payload = json.loads(body or b"{}")
                 if rest[0] == "tag":
+                    hook, self.hub.before_tag = self.hub.before_tag, None
+                    if hook is not None:
+                        hook(repo_id, payload.get("tag", ""))
                     state.create_ref(repo_id, "tag", payload.get("tag", ""), rev)
                 else:
                     state.create_ref(repo_id, "branch", rev, payload.get("startingPoint") or "main")
@@ -396,13 +418,13 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(1, len(rel)):
                 dirs.add(prefix + "/".join(rel[:i]))
             if recursive or len(rel) == 1:
-                files.append({"type": "file", "oid": oid, "size": len(self.hub.state.blob(repo_id, oid)), "path": p})
+                files.append({"type": "file", "oid": oid, "size": self.hub.state.blob_size(repo_id, oid), "path": p})
         if prefix and not files and not dirs:
             raise HubError(404, f"{path} does not exist on {rev}", "EntryNotFound")
         shown = sorted(d for d in dirs if recursive or "/" not in d[len(prefix):])
         entries = [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
                    for d in shown]
-        self._json(entries + files)
+        self._json(files + entries)  # files first: a hostile path is reported as the file it is
 
     def _commits(self, repo_id: str, rev: str) -> None:
         self._readable(repo_id)
@@ -450,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.commit_log.append({"repo": repo_id, "branch": branch, "commit": commit_id,
                                     "parent": header.get("parentCommit"), "added": sorted(adds),
                                     "deleted": sorted(deletes + folders)})
+        for gate in list(self.hub.held.values()):
+            gate.set()
         self._json({"success": True, "commitOid": commit_id, "commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit_id}",
                     "hookOutput": "", "pullRequestUrl": None})
 

@@ -99,18 +99,20 @@ def test_malformed_manifests_are_refused(pulled, hub, cli):
 BAD_FILES = [
     ("adapters/critic/adapter_model.bin", pickle.dumps({"w": [1.0]}), "is a pickle file"),
     ("optimizer.pt", b"PK\x03\x04torch", "is a pickle file"),
-    ("adapters/critic/notes.txt", pickle.dumps("hello"), "holds pickle/zip data"),
+    ("adapters/critic/notes.txt", pickle.dumps("hello"), "is not in the manifest"),
     ("adapters/critic/extra.json", b"{}", "is not in the manifest"),
 ]
 
 
-def test_pickle_and_unknown_files_are_refused(pulled, cli):
+def test_pickle_and_unknown_files_are_refused(pulled, hub, cli):
     from huggingface_hub import HfApi
 
     for path, data, message in BAD_FILES:
         commit_raw({path: data})
+        hub.requests.clear()
         code, err = refused(cli, pulled, REPO)
         assert code == 2 and path in err and message in err, path
+        assert not any(p.endswith("/" + path) for _, p in hub.requests)  # refused from the listing: never downloaded
         HfApi().delete_file(path, REPO)  # the next case starts from a clean bundle
     assert cli("hub", "pull", REPO)[0] == 0
 

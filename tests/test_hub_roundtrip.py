@@ -60,7 +60,9 @@ def test_second_push_uploads_only_the_changed_role(hub, tiny_team, tmp_path, mon
     solver_v1, critic_v1 = tiny_team.pins("tiny-duo")["solver"], tiny_team.pins("tiny-duo")["critic"]
     new_critic = retrain(tiny_team, "critic")
     stray = hub.state.commit(REPO, "main", {"adapters/retired/adapter_config.json": b"{}"}, title="old role")
-    second = push(cli)
+    code, _, err = cli("hub", "push", "tiny-duo", REPO)  # main moved since this registry's push: refused
+    assert code == 5 and "moved" in err and hub.state.refs(REPO)["branches"]["main"] == stray
+    second = push(cli, "--force")  # overwrite it: the stray file is deleted
     assert second["uploaded"] == ["README.md", "adapters/critic/adapter_model.safetensors", "manifest.json"]
     assert second["deleted"] == ["adapters/retired/adapter_config.json"] and second["parent"] == stray
     assert hub.commit_log[-1]["added"] == second["uploaded"] and hub.commit_log[-1]["parent"] == stray

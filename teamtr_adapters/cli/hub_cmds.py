@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from .home import open_registry
-from .render import JsonOpt, console, emit, table
+from .render import JsonOpt, console, emit, err_console, table
 
 hub_app = typer.Typer(help="Push team bundles to and pull them from the Hugging Face Hub.", no_args_is_help=False)
 
@@ -25,24 +25,32 @@ def hub_push(
     revision: str = typer.Option("main", "--revision", help="Branch to commit to (created from main if missing)."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag for this push (default TEAM-rREVISION)."),
     private: bool = typer.Option(False, "--private", help="Create the repo private (if it does not exist yet)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the branch even if it moved since this registry "
+                               "last pushed or pulled it, or holds another team's bundle."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Push TEAM as one commit (only changed files are uploaded) and tag the team revision."""
+    """Push TEAM as one commit (only changed files are uploaded) and tag the team revision.
+
+    The commit's parent is the commit this registry last pushed or pulled on that branch: if someone else
+    pushed since, nothing is committed and the push exits 5 (pull, then push again, or pass --force)."""
     from ..registry.hub import push_team
 
-    result = push_team(open_registry(), team, repo, branch=revision, tag=tag, private=private)
+    result = push_team(open_registry(), team, repo, branch=revision, tag=tag, private=private, force=force)
     emit(result, as_json, _render_push)
+    if result.get("tag_error"):
+        err_console.print(f"warning: {result['tag_error']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _render_push(r: dict[str, Any]) -> None:
-    verb = "pushed" if r["uploaded"] or r["deleted"] else "up to date:"
+    verb = ("force-pushed" if r.get("forced") else "pushed") if r["uploaded"] or r["deleted"] else "up to date:"
+    tag = f"tag {r['tag']}" if r["tag"] else "not tagged"
     console.print(f"{verb} {r['team']} revision {r['team_revision']} to {r['repo']}@{r['branch']} "
-                  f"commit {r['commit'][:12]} (tag {r['tag']}): {len(r['uploaded'])} file(s) uploaded, "
-                  f"{r['unchanged']} unchanged, {len(r['deleted'])} deleted", highlight=False)
+                  f"commit {r['commit'][:12]} ({tag}): {len(r['uploaded'])} file(s) uploaded, "
+                  f"{r['unchanged']} unchanged, {len(r['deleted'])} deleted", markup=False, highlight=False)
     for path in r["uploaded"]:
-        console.print(f"  + {path}", highlight=False)
+        console.print(f"  + {path}", markup=False, highlight=False)
     for path in r["deleted"]:
-        console.print(f"  - {path}", highlight=False)
+        console.print(f"  - {path}", markup=False, highlight=False)
 
 
 @hub_app.command("pull")
@@ -64,7 +72,8 @@ def hub_pull(
         info = pull_role(reg, ref, role=role, lineage=lineage, base=base)
         data = {"ref": info.ref, "id": info.id, "repo": info.meta.get("repo"), "commit": info.meta.get("commit")}
         emit(data, as_json, lambda d: console.print(
-            f"pulled {d['ref']} ({d['id'][:12]}) from {d['repo']}@{(d['commit'] or '')[:12]}", highlight=False))
+            f"pulled {d['ref']} ({d['id'][:12]}) from {d['repo']}@{(d['commit'] or '')[:12]}", markup=False,
+            highlight=False))
         return
     result = pull_team(reg, ref, name=name, base=base)
     emit(result, as_json, _render_pull)
