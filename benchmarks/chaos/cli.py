@@ -173,7 +173,7 @@ def cases(p: dict[str, str]) -> list[Case]:
         Case("teamtr.json []", ["adapter", "import", f"{w}/meta-list", "x2"], 2, needs="teamtr.json"),
         Case("teamtr.json base str", ["adapter", "import", f"{w}/meta-base-str", "x3"], 2),
         Case("swap to binary teamtr.json", ["swap", "solver", f"{w}/meta-binary", "--team", t], 2),
-        Case("export to /proc/x", ["adapter", "export", ref, "/proc/x"], 7, needs="/proc/x"),
+        Case("export to /proc/x", ["adapter", "export", ref, "/proc/x"], 8, needs="/proc/x"),
         Case("export under a file", ["adapter", "export", ref, f"{w}/home-file/x"], 8),
         Case("export onto a file", ["adapter", "export", ref, f"{w}/home-file"], 2),
         Case("unknown version", ["swap", "solver", "v99", "--team", t], 2),
