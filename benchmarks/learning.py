@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +33,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=int, default=12000, help="training tokens per run")
+    ap.add_argument("--budget", type=int, default=5000, help="training tokens per run")
+    ap.add_argument("--difficulty", default="1,2", help="arithmetic levels of the team's task (1: one digit, 2: two)")
     ap.add_argument("--eval", dest="eval_n", type=int, default=128, help="held-out prompts")
     ap.add_argument("--eval-k", type=int, default=1, help="samples per held-out prompt")
-    ap.add_argument("--eval-every", type=int, default=2, help="stages between held-out evaluations")
-    ap.add_argument("-P", "--prompts", type=int, default=8)
+    ap.add_argument("--eval-every", type=int, default=0, help="stages between held-out evaluations (0: only "
+                    "before and after)")
+    ap.add_argument("-P", "--prompts", type=int, default=4)
     ap.add_argument("-G", "--group-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--delta", type=float, default=0.01)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--dtype", default="auto", help="rollout dtype (the trainer is float32)")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--dtype", default="bfloat16", help="rollout dtype (the trainer is float32; bf16 rollouts are "
+                    "corrected by truncated IS)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT/runs.jsonl")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     ap.add_argument("--quick", action="store_true", help="teamtr and stale, 1 seed, a tiny budget, 16 prompts")
     a = ap.parse_args(argv)
     if a.quick:
-        a.methods, a.seeds, a.budget, a.eval_n, a.prompts, a.group_size = "teamtr,stale", 1, 200, 16, 2, 2
+        a.methods, a.seeds, a.budget, a.eval_n, a.prompts, a.group_size = "teamtr,stale", 1, 100, 8, 2, 2
         a.max_new_tokens, a.steps, a.eval_every = 8, 1, 1
         a.out = a.out / "quick" if a.out == Path("benchmarks/results/learning") else a.out
     a.methods = [m for m in a.methods.split(",") if m]
@@ -58,8 +63,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path) -> dict[str, Any]:
-    """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary."""
+def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
+            untrained: dict[tuple[int, bool], dict[str, Any]]) -> dict[str, Any]:
+    """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary.
+    `untrained` caches the untrained team's evaluation per (seed, single): every team method starts from the
+    same team and plays the same evaluation set with the same seeds, so it is measured once."""
     from teamtr_adapters.registry import Registry
     from teamtr_adapters.train.diagnostics import summarise
     from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
@@ -72,14 +80,16 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path) 
         t0 = time.perf_counter()
         with Trainer(Registry(home), "math-trio", cfg, dtype=a.dtype, run_dir=Path(tmp) / "run") as t:
             eval_seed = 1000 + seed  # one fixed evaluation set per seed: every method plays the same prompts
-            first = t.evaluate(a.eval_n, eval_seed)
+            key = (seed, method == "single")
+            first = untrained.get(key) or untrained.setdefault(key, t.evaluate(a.eval_n, eval_seed))
             curve = [{"tokens": 0, "wall_s": 0.0, "accuracy": first["accuracy"]}]
             train_s, stage, ev = 0.0, 0, first
+            chunk = a.eval_every or 10_000
             while sum(r.tokens for r in t.records) < a.budget:
                 s0 = time.perf_counter()
-                run_stages(t, a.eval_every, first_stage=stage, token_budget=a.budget)
+                run_stages(t, chunk, first_stage=stage, token_budget=a.budget)
                 train_s += time.perf_counter() - s0
-                stage += a.eval_every
+                stage += chunk
                 ev = t.evaluate(a.eval_n, eval_seed)
                 curve.append({"tokens": sum(r.tokens for r in t.records), "wall_s": round(train_s, 1),
                               "accuracy": ev["accuracy"]})
@@ -161,14 +171,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = []
+    log = a.out / "runs.jsonl"
+    runs = [json.loads(x) for x in log.read_text().splitlines()] if a.resume and log.exists() else []
+    if not a.resume:
+        log.write_text("")
+    done = {(r["method"], r["seed"]) for r in runs}
+    untrained = {(r["seed"], r["method"] == "single"): {"accuracy": r["curve"][0]["accuracy"], "scores": r["before"]}
+                 for r in runs}
     with tempfile.TemporaryDirectory(prefix="learning-team-") as tmp:
         template = Path(tmp) / "home"
-        Registry(template).init_team(load_spec("math-trio"))
+        spec = load_spec("math-trio")
+        levels = [int(x) for x in a.difficulty.split(",")]
+        spec = replace(spec, task=replace(spec.task, params={**spec.task.params, "difficulty": levels}))
+        Registry(template).init_team(spec)
         for seed in range(a.seeds):
             for m in a.methods:
+                if (m, seed) in done:
+                    continue
                 print(f"{m} seed {seed} ...", file=sys.stderr, flush=True)
-                runs.append(run_one(m, seed, a, template))
+                runs.append(run_one(m, seed, a, template, untrained))
+                with open(log, "a") as f:
+                    f.write(json.dumps(runs[-1]) + "\n")
     summary = analyse(runs)
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "runtime_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs}

@@ -108,13 +108,19 @@ def _nested(depth: int) -> bytes:
 
 
 def _with_params(b: Bundle, line: str) -> None:
-    """Set the spec's `[task] params` line (replacing the one `to_toml` wrote, if any)."""
-    spec = b.raw["team.toml"].decode()
-    head, sep, rest = spec.partition("[task]\n")
-    assert sep
-    lines = rest.split("\n")
-    lines = [x for x in lines[:3] if not x.startswith("params = ")] + lines[3:]
-    b.raw["team.toml"] = (head + sep + line + "\n" + "\n".join(lines)).encode()
+    """Set the spec's `[task] params` (replacing what `to_toml` wrote: a `params = ` line or a `[task.params]`
+    table)."""
+    out, skipping = [], False
+    for x in b.raw["team.toml"].decode().split("\n"):
+        if x.startswith("["):
+            skipping = x.strip() == "[task.params]"
+        if skipping or x.startswith("params = "):
+            continue
+        out.append(x)
+        if x.strip() == "[task]":
+            out.append(line)
+    assert line in out
+    b.raw["team.toml"] = "\n".join(out).encode()
 
 
 @dataclass
