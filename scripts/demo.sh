@@ -18,8 +18,9 @@ $T run --team math-trio "What is 7 + 5?" --answer 12
 step "held-out accuracy of the team, and of the base model answering alone on the same prompts"
 $T eval --team math-trio --n 16
 
-step "one TeamTR stage (each agent updated once, the team resampled after every update)"
-$T train --team math-trio --stages 1 -P 4 -G 4 --max-new-tokens 32 --steps 2 --eval 16
+step "one TeamTR stage (each agent updated once, the team resampled after every update; trust region in float32)"
+# --eval: the same 32 held-out prompts, same sampling seeds, before and after: a paired change with its 95% interval
+$T train --team math-trio --stages 1 -P 4 -G 4 --max-new-tokens 32 --steps 2 --lr 1e-3 --eval 32
 run=$(ls -t "$TEAMTR_HOME/runs" | head -n 1)
 $T report "$run"
 

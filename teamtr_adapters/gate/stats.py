@@ -14,10 +14,10 @@ Two one-sided tests, each at level `alpha`, on the mean paired difference `mu`:
 - otherwise, after the whole budget: inconclusive, with the number of further prompts that would likely
   decide (80% power at the observed mean and spread).
 
-Statistic: a one-sample t-test (`scipy.stats.ttest_1samp`) of the differences *plus one pseudo-loss (-1)
-and one pseudo-win (+1)*. With 0/1 rewards and correlated teams most differences are 0; a plain t-test
+Statistic: a one-sample t-test (`scipy.stats.ttest_1samp`) of the differences *plus `PSEUDO` (2) pseudo-losses
+(-1) and as many pseudo-wins (+1)*. With 0/1 rewards and correlated teams most differences are 0; a plain t-test
 then reads "no variance" as certainty and accepts a candidate that loses a few prompts and wins none
-(false-accept rate 14% instead of 5% at n = 60, epsilon 0.1). The two pseudo-observations keep the variance
+(false-accept rate 14% instead of 5% at n = 60, epsilon 0.1; 9.5% with one pair). The pseudo-observations keep the variance
 away from zero (like the Agresti-Caffo / Bonett-Price adjustments for paired proportions); the simulation in
 `benchmarks/gate_calibration.py` checks the error rates over incumbent accuracy, correlation and budget.
 
