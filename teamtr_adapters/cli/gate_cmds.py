@@ -11,12 +11,12 @@ from rich.text import Text
 
 from ..errors import GateInconclusive, GateRefused, InputError
 from ..registry import Registry
-from .home import check_adapter_meta, open_registry
+from .home import check_adapter_meta, default_team, open_registry
 from .registry_cmds import adapter_app, short, team_app, team_base
 from .render import JsonOpt, console, emit, err_console, progress, table
 from .runtime_cmds import BackendOpt
 
-TeamOpt = typer.Option(None, "--team", help="The team (default: the only team in the registry).")
+TeamOpt = typer.Option(None, "--team", "-t", help="The team (default: the only team in the registry).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 where the CPU/GPU has it), float32, bfloat16.")
 
@@ -27,17 +27,6 @@ def register(app: typer.Typer) -> None:
     app.command("align")(align)
     team_app.command("rollback")(team_rollback)
     adapter_app.command("diff")(adapter_diff)
-
-
-def default_team(reg: Registry, team: str | None) -> str:
-    """`team`, or the registry's only team when none is given."""
-    if team:
-        return team
-    teams = reg.list_teams()
-    if len(teams) != 1:
-        raise InputError("name the team with --team (the registry holds "
-                         + (f"{len(teams)} teams: {', '.join(teams)})" if teams else "no team; create one with `team init`)"))
-    return teams[0]
 
 
 @contextmanager
@@ -103,8 +92,22 @@ def swap(
                                    dtype=dtype, backend=backend, base=base, progress=cb)
         except (GateRefused, GateInconclusive) as e:
             emit(e.report, as_json, render_swap)
-            raise
+            raise type(e)(f"{e}; next: {next_step(e.report, ref)}", e.report) from None
     emit(result, as_json, render_swap)
+
+
+def next_step(result: dict[str, Any], ref: str) -> str:
+    """What to do after a refused or inconclusive gate, from its report (the KL reason and the inconclusive
+    message already name their own remedy: alignment or a larger --n)."""
+    rep = result.get("report") or {}
+    force = "`--force` swaps anyway (recorded in history)"
+    if result.get("decision") == "inconclusive":
+        return f"rerun with the larger --n, or {force}"
+    if rep.get("score_decision") == "refused" or rep.get("regression_share_lcb", 0) > (rep.get("config") or {}).get(
+            "max_regressions", 1):
+        return (f"keep the incumbent and train the candidate further, e.g. `teamtr-adapters train "
+                f"{result.get('role')} --team {result.get('team')}`, then gate the new version; or {force}")
+    return f"align as above, or {force}"
 
 
 def render_swap(r: dict[str, Any]) -> None:
