@@ -180,3 +180,28 @@ def test_import_of_a_missing_dir_is_not_found(tiny_team, tiny_base, cli, tmp_pat
         tiny_team.import_adapter(tmp_path / "missing" / "dir", "mine", tiny_base)
     code, _, err = cli("adapter", "import", str(tmp_path / "missing"), "mine", "--team", "tiny-duo")
     assert code == 2 and "no such adapter dir" in err
+
+
+def test_report_png_is_titled_with_the_runs_settings(cli, home):
+    from teamtr_adapters.train.diagnostics import DiagnosticsLog, UpdateRecord
+    from teamtr_adapters.train.report import read_config, run_title
+
+    run = home / "runs" / "r1-teamtr"
+    log = DiagnosticsLog(run / "updates.jsonl")
+    for i in range(3):
+        log.write(UpdateRecord(stage=0, update=i, role=["solver", "critic", "solver"][i], method="teamtr",
+                               ratio="token", parent="p", reward_before=0.1, reward_after=0.2, backtracks=i,
+                               tokens=10, delta=0.01, certificate=0.0))
+    (run / "config.json").write_text(json.dumps({"team": "math-trio", "stages": 1, "train": {
+        "method": "teamtr", "prompts": 8, "group_size": 4, "steps": 2, "lr": 1e-4, "delta": None, "seed": 3}}))
+    (run / "summary.json").write_text(json.dumps({"method": "teamtr", "team": "math-trio", "updates": 3,
+                                                  "eval_change": {"n": 16, "before": 0.2, "after": 0.3,
+                                                                  "change": 0.1, "ci95": [-0.05, 0.25]}}))
+    records = __import__("teamtr_adapters.train.diagnostics", fromlist=["read_records"]).read_records(
+        run / "updates.jsonl")
+    title = run_title("r1-teamtr", json.loads((run / "summary.json").read_text()), read_config(run), records)
+    assert title == ("run r1-teamtr: teamtr on team math-trio (3 update(s) of solver, critic)\n"
+                     "P=8 x G=4, steps/update 2, lr 0.0001, delta 0.01, seed 3")
+    code, out, err = cli("report", "r1-teamtr", "--json")
+    assert code == 0, err
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -177,10 +177,11 @@ def report(
     as_json: bool = JsonOpt,
 ) -> None:
     """Draw a training run's per-update curves to PNG and print its summary."""
-    from ..train.report import find_run, load_run, plot_run
+    from ..train.report import find_run, load_run, plot_run, read_config, run_title
 
     run_dir = find_run(run, open_registry().home)
     records, summary = load_run(run_dir)
-    png = plot_run(records, out or run_dir / "curves.png", title=run_dir.name)
+    title = run_title(run_dir.name, summary, read_config(run_dir), records)
+    png = plot_run(records, out or run_dir / "curves.png", title=title, summary=summary)
     emit({"run": run_dir.name, "run_dir": str(run_dir), "png": str(png), "summary": summary,
           "records": [r.to_dict() for r in records]}, as_json, _render_report)
