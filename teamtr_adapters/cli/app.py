@@ -54,6 +54,8 @@ from . import hub_cmds  # noqa: E402  (registers hub push/pull)
 hub_cmds.register(app)
 from . import train_cmds  # noqa: E402  (registers train, report)
 train_cmds.register(app)
+from . import catalog_cmds  # noqa: E402  (registers runs list, adapter compare/deprecate, team lineage)
+catalog_cmds.register(app)
 
 
 # Commands grouped in `--help`, by what a user is doing.

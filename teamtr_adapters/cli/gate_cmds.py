@@ -85,6 +85,7 @@ def swap(
                                   max_regressions=max_regressions, seed=seed).check()
     elif delta is not None or backend != "hf":
         raise InputError(f"{'--delta' if delta is not None else '--backend'} applies to the gate; add --gate")
+    refuse_deprecated(reg, team, role, ref, force)
     base = team_base(reg, team)
     with progress_callback() as cb:
         try:
@@ -94,6 +95,24 @@ def swap(
             emit(e.report, as_json, render_swap)
             raise type(e)(f"{e}; next: {next_step(e.report, ref)}", e.report) from None
     emit(result, as_json, render_swap)
+
+
+def refuse_deprecated(reg: Registry, team: str, role: str, ref: str, force: bool) -> None:
+    """A deprecated stored version is not swapped in without --force."""
+    from ..errors import TeamTRError
+    from ..registry import lineage_of
+    from ..registry.catalog import deprecated
+
+    dep = deprecated(reg)
+    if not dep or force:
+        return
+    try:
+        info = reg.resolve(ref, lineage_of(team, role)) if ":" not in ref else reg.resolve(ref)
+    except TeamTRError:  # a dir, an hf:// ref, or unknown: the swap itself reports it
+        return
+    if info.id in dep:
+        why = dep[info.id].get("reason")
+        raise InputError(f"{info.ref} is deprecated{': ' + why if why else ''}; pass --force (with --gate) to swap it in anyway")
 
 
 def next_step(result: dict[str, Any], ref: str) -> str:
@@ -250,6 +269,7 @@ def adapter_diff(
     """Config differences, per-module norm of the weight delta, and D_tok(A || B) on probe contexts."""
     from ..registry import diff as g
     from ..registry.candidates import locate
+    from ..registry.catalog import natural_key
     from ..train.kl import probe_kl
 
     check_adapter_meta(a)
@@ -257,7 +277,8 @@ def adapter_diff(
     reg = open_registry()
     x, y = locate(reg, a), locate(reg, b)
     result: dict[str, Any] = {"a": x.to_dict(), "b": y.to_dict(), "config_diff": g.config_diff(x.path, y.path),
-                              "modules": g.weight_diff(x.path, y.path), "kl": None}
+                              "modules": sorted(g.weight_diff(x.path, y.path), key=lambda m: natural_key(m["module"])),
+                              "kl": None}
     target = g.probe_target(reg, x, team, role) if probes > 0 else None
     if target is None:
         result["kl_note"] = "--probes 0" if probes <= 0 else "A is no team's role version: name --team and --role"

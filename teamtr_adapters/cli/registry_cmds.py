@@ -130,7 +130,10 @@ def _render_manifest(reg: Registry, m: dict[str, Any], title: str) -> None:
 def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this lineage (e.g. math-trio.solver)."),
                  as_json: bool = JsonOpt) -> None:
     """List stored versions with their aliases and key metrics."""
+    from ..registry.catalog import deprecated
+
     reg = open_registry()
+    dep = deprecated(reg)
     data = []
     aliases: dict[str, dict[str, str]] = {}
     for v in reg.list_versions(lineage):
@@ -140,7 +143,7 @@ def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this l
                      "made_by": v.meta.get("made_by"), "created": v.meta.get("created"),
                      "parent": v.meta.get("parent"),
                      "aliases": sorted(a for a, n in aliases[v.lineage].items() if n == v.name),
-                     "metrics": v.meta.get("metrics") or {}})
+                     "metrics": v.meta.get("metrics") or {}, "deprecated": v.id in dep})
     emit(data, as_json, lambda d: _render_versions(reg, d))
 
 
@@ -162,11 +165,12 @@ def _render_versions(reg: Registry, d: list[dict[str, Any]]) -> None:
         console.print("no versions yet: `teamtr-adapters team init math-trio` creates a team with a v1 per role; "
                       "`adapter import DIR LINEAGE` adds a PEFT adapter", highlight=False)
         return
-    rows = [[x["lineage"], x["name"], ", ".join(x["aliases"]), x["made_by"],
-             _version_name(reg, x["parent"], x["lineage"]) if x["parent"] else "", when(x["created"]),
-             key_metrics(x["metrics"]), short(x["id"])] for x in d]
-    console.print(table("versions", ["lineage", "ver", "aliases", "by", "parent", "created", "metrics", "id"], rows,
-                        wrap=("aliases", "metrics")))
+    rows = [[x["lineage"], x["name"], x["made_by"], _version_name(reg, x["parent"], x["lineage"]) if x["parent"] else "",
+             when(x["created"])[5:], ", ".join(x["aliases"] + (["DEPRECATED"] if x.get("deprecated") else [])),
+             key_metrics(x["metrics"])] for x in d]
+    console.print(table("versions (ids: adapter show REF or --json)",
+                        ["lineage", "ver", "by", "parent", "created", "tags", "metrics"], rows,
+                        wrap=("tags", "metrics")))
 
 
 @adapter_app.command("show")
@@ -293,6 +297,8 @@ def _changes(reg: Registry, e: dict[str, Any]) -> str:
         cand = _version_name(reg, e["candidate"], f"{team}.{e.get('role')}")
         reasons = "; ".join((e.get("report") or {}).get("reasons") or [])
         parts.append(f"{e.get('role')} kept, candidate {cand}" + (f": {reasons}" if reasons else ""))
+    if event in ("deprecate", "undeprecate") and e.get("name"):
+        parts.append(f"{e.get('lineage')}:{e['name']} {event}d" + (f": {e['reason']}" if e.get("reason") else ""))
     if e.get("forced"):
         parts.append("FORCED")
     return "; ".join(parts)
