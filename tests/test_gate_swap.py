@@ -44,6 +44,10 @@ def test_large_random_weights_are_refused_then_forced(tiny_team, tmp_path, cli):
     assert tiny_team.manifest("tiny-duo") == manifest
     refused = tiny_team.history("tiny-duo")[-1]
     assert refused["event"] == "swap-refused" and refused["report"] == rep and "pins_after" not in refused
+    assert "next: align as above, or `--force` swaps anyway" in err  # the refusal names the next step
+    code, out, _ = cli("history", "--team", "tiny-duo")
+    flat = " ".join(out.split())
+    assert code == 0 and "swap-refused" in flat and "solver kept, candidate" in flat and "D_tok" in flat
 
     code, out, err = cli("swap", "solver", str(wild), *GATE, "--force")
     assert code == 0, err
@@ -75,7 +79,7 @@ def test_too_few_prompts_are_inconclusive_exit_7(tiny_team, tmp_path, cli):
     twin = same_weights_new_id(v1, tmp_path / "twin")
     manifest = tiny_team.manifest("tiny-duo")
     code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "4", "--json")  # default margin 0.1
-    assert code == 7 and err.startswith("error: gate inconclusive") and "more prompts" in err
+    assert code == 7 and err.startswith("error: gate inconclusive") and "more prompts" in err and "next: rerun with the larger --n" in err
     res = json.loads(out)
     rep = res["report"]
     assert res["decision"] == rep["decision"] == "inconclusive" and not rep["accepted"]

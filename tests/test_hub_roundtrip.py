@@ -29,7 +29,11 @@ def test_push_then_pull_into_fresh_home_is_bitwise_identical(hub, tiny_team, tmp
     assert hub.state.refs(REPO)["tags"] == {"tiny-duo-r1": result["commit"]}
     assert hub.commit_log[-1]["parent"] is not None  # the commit was made against the parent it expected
     card = files["README.md"].decode()
-    assert card.startswith("---\nlibrary_name: peft\n") and "| solver | `tiny-duo.solver:v1` |" in card
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(card).data
+    assert data.library_name == "peft" and data.pipeline_tag == "text-generation" and data.license == "other"
+    assert "| solver | `tiny-duo.solver:v1` |" in card and "base_model = AutoModelForCausalLM" in card
 
     dst = fresh_home(tmp_path, monkeypatch, "home-b")
     code, out, err = cli("hub", "pull", REPO, "--json")
@@ -172,3 +176,32 @@ def test_pulled_role_loads_with_plain_peft_from_the_repo(hub, tiny_team, tiny_ba
     for key, tensor in expected.items():
         loaded = state[key.replace(".weight", ".default.weight")]
         assert torch.equal(loaded, tensor), key
+
+
+def test_model_card_metadata_eval_results_and_a_runnable_snippet():
+    """The card is built with huggingface_hub's ModelCard: license, pipeline_tag, base_model, the team's held-out
+    accuracy as an eval result, and a usage snippet that defines `base_model` before using it."""
+    import ast
+
+    from huggingface_hub import ModelCard
+
+    from teamtr_adapters.registry.hub import model_card
+
+    manifest = {"team": "math-trio", "team_revision": 3, "base": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                                 "hash": "1cf98d8446b0ad9a"},
+                "roles": {"solver": {"lineage": "math-trio.solver", "name": "v2", "id": "a" * 64,
+                                     "files": {"adapter_model.safetensors": "b" * 64}, "made_by": "train",
+                                     "parent": "c" * 64, "lineage_chain": [{}, {}]}}}
+    card = model_card(manifest, "org/math-trio", {"task": "arithmetic", "accuracy": 0.3125, "n": 32, "k": 1,
+                                                  "run": "r1"})
+    data = ModelCard(card).data
+    assert data.license == "apache-2.0" and data.pipeline_tag == "text-generation" and data.library_name == "peft"
+    assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (res,) = data.eval_results
+    assert res.metric_type == "accuracy" and res.metric_value == 0.3125 and res.dataset_type == "arithmetic"
+    snippet = card.split("```python\n")[1].split("```")[0]
+    ast.parse(snippet)
+    assert snippet.index("base_model = AutoModelForCausalLM.from_pretrained") < snippet.index("PeftModel.from_pretrained(base_model")
+    assert "ModelCard" not in card and "Held-out accuracy of the team: 0.312 on 32 prompts" in card
+    plain = ModelCard(model_card({**manifest, "base": {"name": "/models/local", "hash": "x"}}, "org/r")).data
+    assert plain.base_model is None and plain.eval_results is None and plain.license == "other"

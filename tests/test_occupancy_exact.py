@@ -142,3 +142,43 @@ def test_cli_writes_json_table_and_plots(tmp_path, capsys):
         assert g["fresh"]["max_dtok_ratio"] == [1.0] * 3
     for name in result["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replot_redraws_committed_pngs_from_json_alone(tmp_path):
+    """The committed study's PNGs can be redrawn from its JSON (no study re-run); captions say what is shown."""
+    import shutil
+
+    from benchmarks.occupancy_shift import llm
+    from benchmarks.occupancy_shift.run import RESULTS, records_from_json, replot
+
+    records, cfg = records_from_json(RESULTS / "occupancy_shift.json")
+    assert len(records) == len({(r["family"], r["n"], r["delta"], r["order"], r["seed"]) for r in records})
+    assert {len(records_of) for records_of in [[r for r in records if r["n"] == 2 and r["delta"] == cfg.delta
+                                                 and r["order"] == "forward" and r["family"] == "answer"]]} == {cfg.seeds}
+    exact = tmp_path / "exact"
+    exact.mkdir()
+    shutil.copy(RESULTS / "occupancy_shift.json", exact)
+    for name in replot(exact):
+        assert (exact / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    study = tmp_path / "llm"
+    study.mkdir()
+    for f in ("occupancy_llm.json", "runs.jsonl"):
+        shutil.copy(RESULTS / "llm" / f, study)
+    assert set(llm.replot(study)) == {"scaling.png", "ratio.png", "gap_profile.png", "null_profile.png",
+                                      "div_profile.png"}
+
+
+def test_fit_legends_say_exponent_and_captions_are_drawn():
+    import matplotlib.pyplot as plt
+
+    from benchmarks.occupancy_shift import plots
+
+    fig, ax = plt.subplots()
+    series = {"stale": {2: [1.0, 1.1, 0.9], 3: [2.0, 2.2, 1.8], 4: [3.1, 3.0, 2.9]}}
+    plots.plot_scaling(ax, series, n_boot=200)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("stale: exponent ") and "b = " not in legend[0]
+    plots.add_caption(fig, "delta = 0.01; 3 instances per size. " + plots.FIT_CAPTION)
+    caption = fig.texts[-1].get_text()
+    plt.close(fig)
+    assert "delta = 0.01" in caption and "error bars: its 95% bootstrap interval" in caption.replace("\n", " ")

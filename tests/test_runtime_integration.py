@@ -33,6 +33,8 @@ def test_eval_and_run_on_the_embedded_model(cli, trio, tmp_path):
         assert a["messages"] == 2 and 0 < a["mean_tokens"] <= role.max_new_tokens
         assert 0 <= a["answer_format_rate"] <= 1 and a["version"].startswith("v1 (")
     assert r["gain_avg@k"] == pytest.approx(r["team_result"]["avg@k"] - r["base_alone"]["avg@k"], abs=1e-3)
+    g = r["gain_paired"]  # paired by prompt, with a 95% interval
+    assert g["n"] == 2 and g["change"] == pytest.approx(r["gain_avg@k"], abs=1e-3) and g["ci95"][0] <= g["change"] <= g["ci95"][1]
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["who"] for x in lines] == ["team"] * 2 + ["base"] * 2
     # the real model writes real words, and its messages stop at <|im_end|> or at the budget

@@ -147,7 +147,8 @@ def cases(p: dict[str, str]) -> list[Case]:
         Case("group without command", ["team"], 2),
         Case("missing argument", ["team", "show"], 2),
         Case("option without value", ["train", "--team"], 2, needs="--team"),
-        Case("missing --team", ["train", "critic"], 2, needs="--team"),
+        # `--team` may be left out when the registry holds one team; with none (or several) it is a usage error
+        Case("missing --team", ["train", "critic"], 2, home=f"{w}/no-home", needs="team init"),
         Case("unknown option of a command", ["team", "list", "--bogus"], 2),
         Case("extra argument", ["registry", "gc", "--yes", "extra"], 2),
         Case("--n abc", ["eval", "--team", t, "--n", "abc"], 2, needs="--n"),

@@ -380,30 +380,53 @@ def silent_evaluations(run: dict) -> list[bool]:
 def make_plots(runs: list[dict], summary: dict, cfg: Config, out: Path) -> list[str]:
     """Scaling of G, G0 and D in n (means with bootstrap intervals, every seed as a dot), the paired ratios,
     and the per-update gap and divergence profiles. Series that cannot be fitted are left out."""
-    from .plots import save_profile_figure, save_ratio_figure, save_scaling_figure
+    from .plots import FIT_CAPTION, save_profile_figure, save_ratio_figure, save_scaling_figure
 
     fits = summary["fits"]
+    setting = (f"LLM study ({cfg.base} base, LoRA rank {cfg.lora_rank}, {cfg.dtype}): {cfg.seeds} training seeds "
+               f"(instances) per team size n and method; per-update KL radius delta = {cfg.delta:g}, {cfg.prompts} "
+               f"prompts x {cfg.group_size} samples, {cfg.steps} step(s) per update at lr {cfg.lr:g}. ")
+    control = ("L_control: the update's surrogate gain on an independent rollout of the stage-start team (same "
+               "prompts, another seed), so |L_stale - L_control| is the gap's sampling-noise level with no shift. ")
     titles = {"G": "stage stale gap G", "G0": "null gap G0 (no shift)", "D": "occupancy divergence D"}
     panels = {titles[q]: {m: by_n(runs, m, q) for m in METHODS if "error" not in fits[f"{q}_{m}"]}
               for q in QUANTITIES}
     names = []
     if any(panels.values()):
         save_scaling_figure({t: s for t, s in panels.items() if s}, out / "scaling.png", ylabel="sum over the stage",
-                            points=True)
+                            points=True, sharey=True,
+                            caption=setting + "G = sum over the stage's updates of |L_fresh - L_stale|; G0 = the "
+                                    "same sum of |L_stale - L_control|; D = sum of KL(d_intermediate || d_start) of "
+                                    "the contexts each updated agent reads. " + control + FIT_CAPTION
+                                    + " Dots: individual seeds.")
         names.append("scaling.png")
     pairs = {**{f"{q}_stale/{q}_teamtr": paired(runs, q) for q in ("G", "D")},
              **{f"G_{m}/G0_{m}": (by_n(runs, m, "G"), by_n(runs, m, "G0")) for m in METHODS}}
     ratios = {k: v for k, v in pairs.items() if "error" not in fits[k]}
     if ratios:
-        save_ratio_figure(ratios, out / "ratio.png", ylabel="ratio of means", n_boot=cfg.n_boot)
+        save_ratio_figure(ratios, out / "ratio.png", ylabel="ratio of means", n_boot=cfg.n_boot,
+                          caption=setting + "Ratios of means over seeds (stale/teamtr paired by seed); G/G0 above 1: "
+                                  "the stale gap exceeds its sampling-noise level. " + control + FIT_CAPTION)
         names.append("ratio.png")
-    for key, name, ylabel in (("gaps", "gap_profile.png", "stale gap |L_fresh - L_stale|"),
-                              ("null_gaps", "null_profile.png", "null gap |L_stale - L_control|"),
-                              ("div", "div_profile.png", "KL(d_intermediate || d_start)")):
+    for key, name, ylabel, what in (
+            ("gaps", "gap_profile.png", "stale gap |L_fresh - L_stale|", "Stale gap of the i-th update."),
+            ("null_gaps", "null_profile.png", "null gap |L_stale - L_control|", "Null gap of the i-th update. " + control),
+            ("div", "div_profile.png", "KL(d_intermediate || d_start)",
+             "Occupancy divergence at the i-th update (contexts the updated agent reads).")):
         save_profile_figure({m: by_n(runs, m, key) for m in METHODS if by_n(runs, m, key)}, out / name,
-                            ylabel=ylabel)
+                            ylabel=ylabel, sharey=True,
+                            caption=setting + what + " Mean over seeds; one line per team size n.")
         names.append(name)
     return names
+
+
+def replot(folder: Path) -> list[str]:
+    """Redraw the PNGs of a written study from runs.jsonl and occupancy_llm.json (no stage is run)."""
+    head = json.loads((folder / "occupancy_llm.json").read_text())
+    c = head["config"]
+    cfg = Config(**{**c, "ns": tuple(c["ns"])})
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
+    return make_plots(runs, head["summary"], cfg, folder)
 
 
 def _fmt_mean(values: list[float]) -> str:
@@ -467,7 +490,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: on a shared, loaded machine 2 threads made a "
                         "prefill 18x slower through OpenMP spin-waits)")
+    p.add_argument("--replot", type=Path, metavar="FOLDER",
+                   help="only redraw the PNGs of a written study from its runs.jsonl and occupancy_llm.json")
     a = p.parse_args(argv)
+    if a.replot:
+        print("\n".join(str(a.replot / name) for name in replot(a.replot)))
+        return {}
     cfg = QUICK if a.quick else Config()
     if a.seeds is not None:
         if a.seeds < 1:

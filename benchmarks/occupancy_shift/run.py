@@ -168,23 +168,59 @@ def analyse_records(records: list[dict], cfg: Config) -> dict:
 
 
 def make_plots(records: list[dict], cfg: Config, out: Path) -> list[str]:
-    from .plots import save_profile_figure, save_ratio_figure, save_scaling_figure
+    from .plots import FIT_CAPTION, save_profile_figure, save_ratio_figure, save_scaling_figure
 
     main = {f: main_records(records, cfg, f) for f in cfg.families}
+    inst = f"{cfg.seeds} random team MDPs (instances) per team size n"
+    setting = (f"Exact study: {inst}; per-update KL radius delta = {cfg.delta:g}, "
+               f"{cfg.tokens_per_message} tokens per message over a vocabulary of {cfg.vocab}, {cfg.n_prompts} prompts"
+               + (f", agents see the last {cfg.window} messages" if cfg.window is not None else "") + ". ")
     for q, name in (("E", "scaling_error.png"), ("G", "scaling_gap.png")):
         save_scaling_figure({f: {m: by_n(rs, m, q) for m in MODES} for f, rs in main.items()}, out / name,
-                            ylabel=QUANTITIES[q].split(" sum")[0] + f" ({q})")
+                            ylabel=QUANTITIES[q].split(" sum")[0] + f" ({q})",
+                            caption=setting + f"One panel per reward family. {q} = {QUANTITIES[q]}; stale: every update scored on the stage-start "
+                                    "rollouts, fresh: on rollouts of the current team. " + FIT_CAPTION)
     save_ratio_figure({f: (by_n(rs, "stale", "E"), by_n(rs, "fresh", "E")) for f, rs in main.items()},
-                      out / "ratio.png", ylabel="E_stale / E_fresh (ratio of means)", n_boot=cfg.n_boot)
+                      out / "ratio.png", ylabel="E_stale / E_fresh (ratio of means)", n_boot=cfg.n_boot,
+                      caption=setting + "Ratio of mean stage surrogate errors, stale over fresh, paired by instance, one series per "
+                              "reward family; "
+                              "the exponent of the ratio is the difference of the two exponents. " + FIT_CAPTION)
     profiles = {f: {} for f in cfg.families}
     for f, rs in main.items():
         for r in rs:
             profiles[f].setdefault(r["n"], []).append(r["stale"]["gaps"])
-    save_profile_figure(profiles, out / "gap_profile.png", ylabel="stale gap L_i^fresh - L_i^stale")
+    save_profile_figure(profiles, out / "gap_profile.png", ylabel="stale gap L_i^fresh - L_i^stale",
+                        caption=setting + "One panel per reward family. Stale gap of the i-th update of a stage (its surrogate gain on rollouts of "
+                                "the current team minus that on the stage-start rollouts), mean over the instances; "
+                                "one line per team size n.")
     sweep = {f: {m: by_delta(records, cfg, f, m) for m in MODES} for f in cfg.families}
     save_scaling_figure(sweep, out / "delta.png", xlabel="KL radius delta", ylabel=f"E at n = {cfg.sweep_n}",
-                        ref_slopes=(0.5, 1.0))
+                        ref_slopes=(0.5, 1.0),
+                        caption=f"Exact study, delta sweep at team size n = {cfg.sweep_n}: {cfg.seeds} instances per "
+                                f"radius (x: delta = {', '.join(f'{d:g}' for d in cfg.sweep_deltas)}); E = "
+                                f"{QUANTITIES['E']}. " + FIT_CAPTION)
     return ["scaling_error.png", "scaling_gap.png", "ratio.png", "gap_profile.png", "delta.png"]
+
+
+def records_from_json(path: Path) -> tuple[list[dict], Config]:
+    """The per-instance records and the config of a written study (`occupancy_shift.json`), for re-plotting
+    without re-running it. Per-update lists exist for the main grid only, which is all the plots use."""
+    doc = json.loads(Path(path).read_text())
+    c = doc["config"]
+    cfg = Config(**{**c, "ns": tuple(c["ns"]), "families": tuple(c["families"]),
+                    "sweep_deltas": tuple(c["sweep_deltas"])})
+    records = []
+    for g in doc["instances"]:
+        for i, seed in enumerate(g["seed"]):
+            records.append({"family": g["family"], "n": g["n"], "delta": g["delta"], "order": g["order"],
+                            "seed": seed, **{m: {k: v[i] for k, v in g[m].items()} for m in MODES}})
+    return records, cfg
+
+
+def replot(folder: Path) -> list[str]:
+    """Redraw a study's PNGs from its committed JSON (no study is run)."""
+    records, cfg = records_from_json(folder / "occupancy_shift.json")
+    return make_plots(records, cfg, folder)
 
 
 def table(summary: dict, cfg: Config) -> str:
@@ -266,7 +302,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                "and their own tokens (default: the whole context)")
     p.add_argument("--families", nargs="+", choices=REWARDS, help="reward families")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (1: in-process)")
+    p.add_argument("--replot", type=Path, metavar="FOLDER",
+                   help="only redraw the PNGs of a written study from its occupancy_shift.json (no study is run)")
     a = p.parse_args(argv)
+    if a.replot:
+        print("\n".join(str(a.replot / name) for name in replot(a.replot)))
+        return {}
     cfg = QUICK if a.quick else Config()
     if a.n_max is not None:
         if not 2 <= a.n_max <= 8:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Any
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -25,7 +26,7 @@ app = typer.Typer(
     help="Versioned LoRA agent teams over one frozen base: TeamTR training, a KL-bounded swap gate, Hub bundles.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -53,6 +54,62 @@ from . import hub_cmds  # noqa: E402  (registers hub push/pull)
 hub_cmds.register(app)
 from . import train_cmds  # noqa: E402  (registers train, report)
 train_cmds.register(app)
+from . import catalog_cmds  # noqa: E402  (registers runs list, adapter compare/deprecate, team lineage)
+catalog_cmds.register(app)
+
+
+# Commands grouped in `--help`, by what a user is doing.
+PANELS = {
+    "Teams and versions": ("team", "adapter", "history", "runs", "registry"),
+    "Play": ("eval", "run"),
+    "Train": ("train", "report"),
+    "Swap and roll back": ("swap", "rollback", "align"),
+    "Share": ("hub",),
+}
+
+
+def _standard_help(command: Any, root: bool = True) -> Any:
+    """Standard metavars and grouped commands in help, over the whole command tree (in place).
+
+    Typer 0.29 prints `--json <bool>`, `--team <str>` and usage lines like `show {team}`; we print the
+    argparse/click convention instead: flags alone (`--json`), values as the upper-case name (`--team TEAM`),
+    arguments as `TEAM` (required) or `[ROLE]` (optional)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for param in getattr(command, "params", []):
+        if isinstance(param, TyperOption):
+            if param.is_flag or param.count:
+                param.metavar = ""
+            elif param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+        elif isinstance(param, TyperArgument):
+            name = param.metavar or (param.name or "arg").upper()
+            param.metavar = name
+            usage = name if param.required else f"[{name}]"
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
+    help_option = command.get_help_option
+
+    def get_help_option(ctx: Any, _orig: Any = help_option) -> Any:
+        opt = _orig(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    command.get_help_option = get_help_option
+    subs = getattr(command, "commands", {})
+    for name, sub in subs.items():
+        if root:
+            for panel, names in PANELS.items():
+                if name in names:
+                    sub.rich_help_panel = panel
+        _standard_help(sub, root=False)
+    return command
+
+
+def build_command() -> Any:
+    """The click command tree of the app, with the help conventions above."""
+    return _standard_help(typer.main.get_command(app))
 
 
 def os_error_message(e: OSError) -> str:
@@ -68,13 +125,20 @@ def run(argv: list[str] | None = None) -> int:
     We parse and invoke ourselves rather than through `app(standalone_mode=False)`: typer's entry point turns
     Ctrl-C into a silent exit 130 and lets its parser errors out as exceptions of its private click copy."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = typer.main.get_command(app)
+    command = build_command()
+    complete_var = f"_{PROG}_COMPLETE".replace("-", "_").upper()
+    if os.environ.get(complete_var):  # the shell asks for completions (the script --show-completion prints)
+        from typer.completion import shell_complete
+
+        return shell_complete(command, {}, PROG, complete_var, os.environ[complete_var])
     try:
         with command.make_context(PROG, args) as ctx:
             command.invoke(ctx)
         return 0
     except typer.Exit as e:  # --help, --version, an explicit typer.Exit
         return e.exit_code
+    except SystemExit as e:  # --show-completion and --install-completion end with sys.exit
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except NoArgsIsHelpError as e:  # the bare program: typer has rendered the help while raising this
         if e.format_message().strip():
             print_line(e.format_message())

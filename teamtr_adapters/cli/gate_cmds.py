@@ -11,12 +11,12 @@ from rich.text import Text
 
 from ..errors import GateInconclusive, GateRefused, InputError
 from ..registry import Registry
-from .home import check_adapter_meta, open_registry
+from .home import check_adapter_meta, default_team, open_registry
 from .registry_cmds import adapter_app, short, team_app, team_base
 from .render import JsonOpt, console, emit, err_console, progress, table
 from .runtime_cmds import BackendOpt
 
-TeamOpt = typer.Option(None, "--team", help="The team (default: the only team in the registry).")
+TeamOpt = typer.Option(None, "--team", "-t", help="The team (default: the only team in the registry).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 where the CPU/GPU has it), float32, bfloat16.")
 
@@ -27,17 +27,6 @@ def register(app: typer.Typer) -> None:
     app.command("align")(align)
     team_app.command("rollback")(team_rollback)
     adapter_app.command("diff")(adapter_diff)
-
-
-def default_team(reg: Registry, team: str | None) -> str:
-    """`team`, or the registry's only team when none is given."""
-    if team:
-        return team
-    teams = reg.list_teams()
-    if len(teams) != 1:
-        raise InputError("name the team with --team (the registry holds "
-                         + (f"{len(teams)} teams: {', '.join(teams)})" if teams else "no team; create one with `team init`)"))
-    return teams[0]
 
 
 @contextmanager
@@ -96,6 +85,7 @@ def swap(
                                   max_regressions=max_regressions, seed=seed).check()
     elif delta is not None or backend != "hf":
         raise InputError(f"{'--delta' if delta is not None else '--backend'} applies to the gate; add --gate")
+    refuse_deprecated(reg, team, role, ref, force)
     base = team_base(reg, team)
     with progress_callback() as cb:
         try:
@@ -103,8 +93,40 @@ def swap(
                                    dtype=dtype, backend=backend, base=base, progress=cb)
         except (GateRefused, GateInconclusive) as e:
             emit(e.report, as_json, render_swap)
-            raise
+            raise type(e)(f"{e}; next: {next_step(e.report, ref)}", e.report) from None
     emit(result, as_json, render_swap)
+
+
+def refuse_deprecated(reg: Registry, team: str, role: str, ref: str, force: bool) -> None:
+    """A deprecated stored version is not swapped in without --force."""
+    from ..errors import TeamTRError
+    from ..registry import lineage_of
+    from ..registry.catalog import deprecated
+
+    dep = deprecated(reg)
+    if not dep or force:
+        return
+    try:
+        info = reg.resolve(ref, lineage_of(team, role)) if ":" not in ref else reg.resolve(ref)
+    except TeamTRError:  # a dir, an hf:// ref, or unknown: the swap itself reports it
+        return
+    if info.id in dep:
+        why = dep[info.id].get("reason")
+        raise InputError(f"{info.ref} is deprecated{': ' + why if why else ''}; pass --force (with --gate) to swap it in anyway")
+
+
+def next_step(result: dict[str, Any], ref: str) -> str:
+    """What to do after a refused or inconclusive gate, from its report (the KL reason and the inconclusive
+    message already name their own remedy: alignment or a larger --n)."""
+    rep = result.get("report") or {}
+    force = "`--force` swaps anyway (recorded in history)"
+    if result.get("decision") == "inconclusive":
+        return f"rerun with the larger --n, or {force}"
+    if rep.get("score_decision") == "refused" or rep.get("regression_share_lcb", 0) > (rep.get("config") or {}).get(
+            "max_regressions", 1):
+        return (f"keep the incumbent and train the candidate further, e.g. `teamtr-adapters train "
+                f"{result.get('role')} --team {result.get('team')}`, then gate the new version; or {force}")
+    return f"align as above, or {force}"
 
 
 def render_swap(r: dict[str, Any]) -> None:
@@ -247,6 +269,7 @@ def adapter_diff(
     """Config differences, per-module norm of the weight delta, and D_tok(A || B) on probe contexts."""
     from ..registry import diff as g
     from ..registry.candidates import locate
+    from ..registry.catalog import natural_key
     from ..train.kl import probe_kl
 
     check_adapter_meta(a)
@@ -254,7 +277,8 @@ def adapter_diff(
     reg = open_registry()
     x, y = locate(reg, a), locate(reg, b)
     result: dict[str, Any] = {"a": x.to_dict(), "b": y.to_dict(), "config_diff": g.config_diff(x.path, y.path),
-                              "modules": g.weight_diff(x.path, y.path), "kl": None}
+                              "modules": sorted(g.weight_diff(x.path, y.path), key=lambda m: natural_key(m["module"])),
+                              "kl": None}
     target = g.probe_target(reg, x, team, role) if probes > 0 else None
     if target is None:
         result["kl_note"] = "--probes 0" if probes <= 0 else "A is no team's role version: name --team and --role"

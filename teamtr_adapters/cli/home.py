@@ -27,6 +27,20 @@ def open_registry() -> Registry:
     return Registry(check_home(default_home()))
 
 
+def default_team(reg: Registry, team: str | None) -> str:
+    """The one rule for `--team` (train, eval, run, swap, rollback, align): the named team, or the registry's
+    only team when none is named; with no team or several, a usage error that lists them."""
+    if team:
+        return team
+    teams = reg.list_teams()
+    if len(teams) == 1:
+        return teams[0]
+    if not teams:
+        raise InputError("the registry holds no team: create one with `teamtr-adapters team init math-trio` "
+                         "(or `hub pull ORG/REPO`)")
+    raise InputError(f"name the team with --team: the registry holds {len(teams)} teams ({', '.join(teams)})")
+
+
 def check_adapter_meta(src: str | Path) -> None:
     """An adapter dir given on the command line may carry a `teamtr.json` (lineage metadata): refuse one that
     is not a UTF-8 JSON object (with `base`, if present, an object) before the registry reads it.

@@ -27,11 +27,32 @@ def short(vid: str | None) -> str:
     return (vid or "")[:12]
 
 
-def _version_name(reg: Registry, vid: str) -> str:
+def _version_name(reg: Registry, vid: str, lineage: str | None = None) -> str:
+    """A version's name: `vN` when it belongs to `lineage` (the role's own), else `LINEAGE:vN`; a collected
+    version's short id."""
     try:
-        return reg.version(vid).ref
+        info = reg.version(vid)
     except Exception:  # a collected version: its id is all that is left
         return short(vid)
+    return info.name if lineage is not None and info.lineage == lineage else info.ref
+
+
+def when(ts: str | None) -> str:
+    """`2026-11-30T10:46:00+00:00` -> `2026-11-30 10:46` (the JSON keeps the full stamp)."""
+    return (ts or "")[:16].replace("T", " ")
+
+
+def flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested metadata as readable `(dotted.key, value)` rows: lists joined with commas, floats to 4 digits."""
+    if isinstance(d, dict):
+        if not d:
+            return [(prefix, "-")] if prefix else []
+        return [row for k, v in d.items() for row in flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(d, (list, tuple)):
+        return [(prefix, ", ".join(str(x) for x in d) or "-")]
+    if isinstance(d, float):
+        return [(prefix, f"{d:.4g}")]
+    return [(prefix, "-" if d is None or d == "" else str(d))]
 
 
 def team_base(reg: Registry, team: str):
@@ -68,10 +89,18 @@ def team_list(as_json: bool = JsonOpt) -> None:
     """List the teams in the registry."""
     reg = open_registry()
     data = [reg.manifest(t) for t in reg.list_teams()]
-    emit(data, as_json, lambda d: console.print(table(
-        "teams", ["team", "revision", "base", "roles"],
-        [[m["team"], m["revision"], m["base"]["name"], ", ".join(f"{r}={p['name']}" for r, p in m["roles"].items())]
-         for m in d])))
+    emit(data, as_json, _render_team_list)
+
+
+def _render_team_list(d: list[dict[str, Any]]) -> None:
+    if not d:
+        console.print("no teams yet: create one with `teamtr-adapters team init math-trio` "
+                      "(or `hub pull ORG/REPO`)", highlight=False)
+        return
+    console.print(table(
+        "teams", ["team", "rev", "roles", "base"],
+        [[m["team"], m["revision"], ", ".join(f"{r} {p['name']}" for r, p in m["roles"].items()), m["base"]["name"]]
+         for m in d], wrap=("roles", "base"), right=("rev",)))
 
 
 @team_app.command("show")
@@ -88,23 +117,60 @@ def _render_manifest(reg: Registry, m: dict[str, Any], title: str) -> None:
     rows = []
     for role, pin in m["roles"].items():
         meta = reg.version(pin["id"]).meta
-        rows.append([role, f"{pin['lineage']}:{pin['name']}", short(pin["id"]), meta.get("made_by"),
-                     meta.get("parent") and short(meta["parent"])])
+        lineage = pin["lineage"]
+        rows.append([role, pin["name"] if lineage == f"{m['team']}.{role}" else f"{lineage}:{pin['name']}",
+                     meta.get("made_by"), _version_name(reg, meta["parent"], lineage) if meta.get("parent") else "",
+                     short(pin["id"])])
     console.print(table(f"{title} (revision {m['revision']}, base {m['base']['name']} {m['base']['hash']})",
-                        ["role", "version", "id", "made by", "parent"], rows))
+                        ["role", "version", "made by", "parent", "id"], rows))
 
 
 # -- adapter ---------------------------------------------------------------------------------------
 @adapter_app.command("list")
 def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this lineage (e.g. math-trio.solver)."),
                  as_json: bool = JsonOpt) -> None:
-    """List stored versions."""
+    """List stored versions with their aliases and key metrics."""
+    from ..registry.catalog import deprecated
+
     reg = open_registry()
-    data = [{"ref": v.ref, "id": v.id, "made_by": v.meta.get("made_by"), "created": v.meta.get("created"),
-             "parent": v.meta.get("parent")} for v in reg.list_versions(lineage)]
-    emit(data, as_json, lambda d: console.print(table(
-        "versions", ["version", "id", "made by", "parent", "created"],
-        [[x["ref"], short(x["id"]), x["made_by"], short(x["parent"]), x["created"]] for x in d])))
+    dep = deprecated(reg)
+    data = []
+    aliases: dict[str, dict[str, str]] = {}
+    for v in reg.list_versions(lineage):
+        if v.lineage not in aliases:
+            aliases[v.lineage] = reg.aliases(v.lineage)
+        data.append({"ref": v.ref, "lineage": v.lineage, "name": v.name, "id": v.id,
+                     "made_by": v.meta.get("made_by"), "created": v.meta.get("created"),
+                     "parent": v.meta.get("parent"),
+                     "aliases": sorted(a for a, n in aliases[v.lineage].items() if n == v.name),
+                     "metrics": v.meta.get("metrics") or {}, "deprecated": v.id in dep})
+    emit(data, as_json, lambda d: _render_versions(reg, d))
+
+
+KEY_METRICS = (("reward_before", "R"), ("d_tok_mean", "D_tok"), ("d_tok_after", "D_tok"), ("backtracks", "bt"))
+
+
+def key_metrics(metrics: dict[str, Any]) -> str:
+    """The few metrics worth a column: the rollout reward an update started from, its measured D_tok."""
+    out = []
+    for k, label in KEY_METRICS:
+        v = metrics.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(f"{label} {v:.3g}" if isinstance(v, float) else f"{label} {v}")
+    return " ".join(out)
+
+
+def _render_versions(reg: Registry, d: list[dict[str, Any]]) -> None:
+    if not d:
+        console.print("no versions yet: `teamtr-adapters team init math-trio` creates a team with a v1 per role; "
+                      "`adapter import DIR LINEAGE` adds a PEFT adapter", highlight=False)
+        return
+    rows = [[x["lineage"], x["name"], x["made_by"], _version_name(reg, x["parent"], x["lineage"]) if x["parent"] else "",
+             when(x["created"])[5:], ", ".join(x["aliases"] + (["DEPRECATED"] if x.get("deprecated") else [])),
+             key_metrics(x["metrics"])] for x in d]
+    console.print(table("versions (ids: adapter show REF or --json)",
+                        ["lineage", "ver", "by", "parent", "created", "tags", "metrics"], rows,
+                        wrap=("tags", "metrics")))
 
 
 @adapter_app.command("show")
@@ -114,10 +180,24 @@ def adapter_show(ref: str = typer.Argument(..., help="LINEAGE:vN, LINEAGE:ALIAS 
     reg = open_registry()
     info = reg.resolve(ref)
     data = {**info.to_dict(), "aliases": [a for a, n in reg.aliases(info.lineage).items() if n == info.name]}
-    emit(data, as_json, lambda d: console.print(table(
-        d["lineage"] + ":" + d["name"], ["field", "value"],
-        [["id", d["id"]], ["path", d["path"]], ["aliases", ", ".join(d["aliases"])]]
-        + [[k, v] for k, v in d["meta"].items() if k not in ("id", "files")])))
+    emit(data, as_json, lambda d: _render_version(reg, d))
+
+
+def _render_version(reg: Registry, d: dict[str, Any]) -> None:
+    meta = dict(d["meta"])
+    base = meta.pop("base", None) or {}
+    parent = meta.pop("parent", None)
+    rows = [["id", d["id"]], ["path", d["path"]], ["aliases", ", ".join(d["aliases"]) or "-"],
+            ["made by", meta.pop("made_by", None) or "-"], ["created", meta.pop("created", None) or "-"],
+            ["parent", f"{_version_name(reg, parent, d['lineage'])} ({short(parent)})" if parent else "-"],
+            ["base", f"{base.get('name', '?')} ({base.get('hash', '?')})" if base else "-"]]
+    for k in ("id", "files", "lineage", "name"):
+        meta.pop(k, None)
+    context = meta.pop("context", None) or {}
+    rows += [[k, v] for k, v in flatten(meta)]
+    rows += [[f"context.{role}", ", ".join(_version_name(reg, vid) for vid in str(vids).split(",") if vid)]
+             for role, vids in context.items()]
+    console.print(table(f"{d['lineage']}:{d['name']}", ["field", "value"], rows, wrap=("value",)))
 
 
 @adapter_app.command("import")
@@ -188,17 +268,37 @@ def history(team: Optional[str] = typer.Option(None, "--team", help="Only this t
     events = reg.history(team)
     if role:
         events = [e for e in events if (e.get("pins_before") or {}).get(role) != (e.get("pins_after") or {}).get(role)]
-    emit(events, as_json, lambda evs: console.print(table(
+    emit(events, as_json, lambda evs: _render_history(reg, evs))
+
+
+def _render_history(reg: Registry, evs: list[dict[str, Any]]) -> None:
+    if not evs:
+        console.print("no history yet: `teamtr-adapters team init math-trio` records the first event", highlight=False)
+        return
+    console.print(table(
         "history", ["when", "event", "team", "rev", "changes", "by"],
-        [[e["ts"], e.get("event"), e.get("team"), e.get("revision"), _changes(reg, e), e.get("user")] for e in evs])))
+        [[when(e.get("ts")), e.get("event"), e.get("team"), e.get("revision", e.get("revision_at")), _changes(reg, e),
+          e.get("user")] for e in evs], wrap=("changes", "by"), right=("rev",)))
 
 
 def _changes(reg: Registry, e: dict[str, Any]) -> str:
     before, after = e.get("pins_before") or {}, e.get("pins_after") or {}
-    parts = [f"{r}: {_version_name(reg, before[r]) + ' -> ' if r in before else ''}{_version_name(reg, v)}"
-             for r, v in after.items() if before.get(r) != v]
-    if e.get("event") == "gc":
+    team = e.get("team")
+    parts = []
+    for r, v in after.items():
+        if before.get(r) != v:
+            lineage = f"{team}.{r}"
+            old = f"{_version_name(reg, before[r], lineage)} -> " if r in before else ""
+            parts.append(f"{r} {old}{_version_name(reg, v, lineage)}")
+    event = e.get("event") or ""
+    if event == "gc":
         parts.append(f"removed {short(e.get('version'))}")
+    if event.startswith("swap-") and e.get("candidate"):  # a refused or inconclusive swap moves no pin
+        cand = _version_name(reg, e["candidate"], f"{team}.{e.get('role')}")
+        reasons = "; ".join((e.get("report") or {}).get("reasons") or [])
+        parts.append(f"{e.get('role')} kept, candidate {cand}" + (f": {reasons}" if reasons else ""))
+    if event in ("deprecate", "undeprecate") and e.get("name"):
+        parts.append(f"{e.get('lineage')}:{e['name']} {event}d" + (f": {e['reason']}" if e.get("reason") else ""))
     if e.get("forced"):
         parts.append("FORCED")
     return "; ".join(parts)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import InputError
-from .home import open_registry
+from .home import default_team, open_registry
 from .render import JsonOpt, console, emit, progress, table
 from .runtime_cmds import BackendOpt, check_play_options
 
@@ -25,13 +25,25 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _f3(v: Any) -> str:
+    """A table number: 3 significant digits, '-' when absent."""
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+TRAIN_LEGEND = ("R0/R1: mean reward of the update's rollouts before/after; L_fresh: surrogate on fresh rollouts; "
+                "D_tok: mean token KL(old || new); bt: backtracks; oor: out of region (D_tok > delta on held-out "
+                "states); tok: generated tokens; s: seconds")
+
+
 def _render_train(s: dict[str, Any]) -> None:
-    rows = [[r["update"], r["stage"], r["role"], r.get("version_name") or "(unchanged)", _fmt(r["reward_before"]),
-             _fmt(r["reward_after"]), _fmt(r["l_fresh"]), _fmt(r["d_tok_mean"]), _fmt(r["beta"]), r["backtracks"],
-             "yes" if r["out_of_region"] else "", r["tokens"], _fmt(r["wall_s"])] for r in s["records"]]
-    console.print(table(f"run {s['run']} ({s['method']})",
-                        ["#", "stage", "role", "version", "R before", "R after", "L_fresh", "D_tok", "beta",
-                         "backtracks", "out", "tokens", "s"], rows))
+    rows = [[r["update"], r["stage"], r["role"], r.get("version_name") or "-", _f3(r["reward_before"]),
+             _f3(r["reward_after"]), _f3(r["l_fresh"]), _f3(r["d_tok_mean"]), _f3(r["beta"]), r["backtracks"],
+             "yes" if r["out_of_region"] else "", r["tokens"], _f3(r["wall_s"])] for r in s["records"]]
+    cols = ["#", "stage", "role", "ver", "R0", "R1", "L_fresh", "D_tok", "beta", "bt", "oor", "tok", "s"]
+    console.print(table(f"run {s['run']} ({s['method']}; ver '-': no new version)", cols, rows,
+                        right=tuple(c for c in cols if c not in ("role", "ver", "oor")), caption=TRAIN_LEGEND))
     keys = ["stale_gap_mean", "tokens", "diag_tokens", "wall_s"]
     console.print("  ".join(f"{k}={_fmt(s.get(k))}" for k in keys), highlight=False)
     if s.get("probed_updates"):
@@ -80,7 +92,8 @@ class _Bars:
 
 def train(
     role: Optional[str] = typer.Argument(None, help="Train this agent only (K component updates)."),
-    team: str = typer.Option(..., "--team", help="The team to train."),
+    team: Optional[str] = typer.Option(None, "--team", "-t", help="The team to train (default: the only team in "
+                                       "the registry)."),
     updates: int = typer.Option(1, "--updates", help="With ROLE: component updates, each on fresh rollouts."),
     stages: Optional[int] = typer.Option(None, "--stages", help="Without ROLE: full TeamTR stages."),
     order: str = typer.Option("speaking", "--order", help="Update order: speaking | random | ROLE,ROLE,..."),
@@ -122,7 +135,7 @@ def train(
     backend: str = BackendOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Train agents with TeamTR: `train ROLE --team T [--updates K]` or `train --team T --stages S`."""
+    """Train agents with TeamTR: `train ROLE [--updates K]` or `train --stages S` (`--team T` with several teams)."""
     from ..train.stage import TrainConfig, Trainer, run_stages
 
     if role is not None and stages is not None:
@@ -139,6 +152,7 @@ def train(
                       tis_cap=tis_cap, probe_prompts=probe_prompts, redraws=redraws, redraw_prompts=redraw_prompts,
                       fresh_prompts=fresh_prompts)
     reg = open_registry()
+    team = default_team(reg, team)
     with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
                                      single_role=role, backend=backend) as trainer:
         result = run_stages(trainer, stages if stages is not None else updates)
@@ -163,10 +177,11 @@ def report(
     as_json: bool = JsonOpt,
 ) -> None:
     """Draw a training run's per-update curves to PNG and print its summary."""
-    from ..train.report import find_run, load_run, plot_run
+    from ..train.report import find_run, load_run, plot_run, read_config, run_title
 
     run_dir = find_run(run, open_registry().home)
     records, summary = load_run(run_dir)
-    png = plot_run(records, out or run_dir / "curves.png", title=run_dir.name)
+    title = run_title(run_dir.name, summary, read_config(run_dir), records)
+    png = plot_run(records, out or run_dir / "curves.png", title=title, summary=summary)
     emit({"run": run_dir.name, "run_dir": str(run_dir), "png": str(png), "summary": summary,
           "records": [r.to_dict() for r in records]}, as_json, _render_report)

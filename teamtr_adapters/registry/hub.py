@@ -287,36 +287,75 @@ def bundle_manifest(registry: Registry, team: str) -> dict[str, Any]:
             "roles": roles}
 
 
-def model_card(manifest: dict[str, Any], repo: str) -> str:
-    """README.md: YAML metadata for the Hub (library_name, base_model, tags) and a table of the roles."""
+# Licenses of bases we know; another base's card says "other" (the adapters follow their base's terms).
+BASE_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
+
+
+def model_card(manifest: dict[str, Any], repo: str, evaluation: dict[str, Any] | None = None) -> str:
+    """README.md, built with `huggingface_hub.ModelCard`/`ModelCardData`: Hub metadata (library_name, base_model,
+    license, pipeline_tag, tags, and the team's held-out accuracy as an eval result when `evaluation` is known),
+    a table of the roles, and a usage snippet that runs as written."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     base = manifest["base"]
-    meta = ["library_name: peft"]
-    if "/" in base["name"]:  # the Hub only accepts Hub ids as base_model
-        meta.append(f"base_model: {json.dumps(base['name'])}")
-    meta += ["tags:", "- peft", "- lora", "- teamtr-adapters", "- multi-agent"]
+    hub_base = base["name"] if "/" in base["name"] and not base["name"].startswith(("/", ".")) else None
+    team = manifest["team"]
+    results = None
+    if evaluation:
+        results = [EvalResult(task_type="text-generation", task_name="team answer accuracy",
+                              dataset_type=evaluation["task"], dataset_name=f"{evaluation['task']} (held-out split)",
+                              dataset_split="heldout", metric_type="accuracy", metric_name="accuracy",
+                              metric_value=float(evaluation["accuracy"]))]
+    data = ModelCardData(library_name="peft", base_model=hub_base, license=BASE_LICENSES.get(base["name"], "other"),
+                         pipeline_tag="text-generation", tags=["peft", "lora", "teamtr-adapters", "multi-agent"],
+                         model_name=f"{team} ({repo})" if results else None, eval_results=results)
     rows = []
     for role, r in manifest["roles"].items():
         parent = (r.get("parent") or "")[:12] or "-"
         rows.append(f"| {role} | `{r['lineage']}:{r['name']}` | `{r['id'][:12]}` | `{r['files'][WEIGHTS][:16]}` "
                     f"| {r.get('made_by') or '-'} | `{parent}` | {len(r['lineage_chain'])} |")
     first = next(iter(manifest["roles"]))
-    return "\n".join([
-        "---", *meta, "---", "",
-        f"# {manifest['team']}: a teamtr-adapters team bundle", "",
+    load_base = json.dumps(hub_base) if hub_base else '"PATH/TO/BASE"  # this team\'s base is a local model'
+    ev = ([f"Held-out accuracy of the team: {float(evaluation['accuracy']):.3f} on {evaluation['n']} prompts"
+           f"{' x ' + str(evaluation['k']) + ' samples' if evaluation.get('k', 1) > 1 else ''} of "
+           f"`{evaluation['task']}` (run `{evaluation['run']}`).", ""] if evaluation else [])
+    body = "\n".join([
+        f"# {team}: a teamtr-adapters team bundle", "",
         f"{len(manifest['roles'])} LoRA agents over one frozen base, `{base['name']}` (identity `{base['hash']}`), "
         f"team revision {manifest['team_revision']}. Every file's sha256 is in `{MANIFEST}`; the spec is `{SPEC}`.", "",
+        *ev,
         "| role | version | id | sha256 (adapter_model.safetensors) | made by | parent | ancestors |",
         "|---|---|---|---|---|---|---|", *rows, "",
         "Pull the whole team into a local registry, or load one agent with PEFT:", "",
         "```bash", f"teamtr-adapters hub pull {repo}", "```", "",
-        "```python", "from peft import PeftModel",
+        "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        f"base_model = AutoModelForCausalLM.from_pretrained({load_base})",
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(hub_base) if hub_base else 'PATH/TO/BASE'})",
         f'model = PeftModel.from_pretrained(base_model, "{repo}", subfolder="adapters/{first}")', "```", ""])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def known_evaluation(registry: Registry, team: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The team's held-out accuracy when a training run measured it on exactly these pins (`train --eval N`):
+    the newest run of a pinned version whose summary's `pins_after` equals the team's pins; else None."""
+    pins = {role: r["id"] for role, r in manifest["roles"].items()}
+    runs = {registry.version(vid).meta.get("run") for vid in pins.values()} - {None}
+    for run in sorted(runs, reverse=True):
+        try:
+            summary = json.loads((registry.home / "runs" / str(run) / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        after = summary.get("eval_after") if isinstance(summary, dict) else None
+        if isinstance(after, dict) and summary.get("pins_after") == pins and after.get("accuracy") is not None:
+            return {"task": registry.team_spec(team).task.name, "accuracy": after["accuracy"], "n": after.get("n"),
+                    "k": after.get("k", 1), "run": run}
+    return None
 
 
 def build_bundle(registry: Registry, team: str, repo: str) -> dict[str, bytes]:
     """Every file of the team's bundle: repo path -> bytes."""
     manifest = bundle_manifest(registry, team)
-    files = {CARD: model_card(manifest, repo).encode(), SPEC: registry.team_spec(team).to_toml().encode(),
+    files = {CARD: model_card(manifest, repo, known_evaluation(registry, team, manifest)).encode(), SPEC: registry.team_spec(team).to_toml().encode(),
              MANIFEST: fsutil.canonical_json(manifest).encode()}
     for role, entry in manifest["roles"].items():
         src = registry.version_path(entry["id"], verify=False)

@@ -159,6 +159,8 @@ class Registry:
         """Validate an external PEFT adapter dir (safe files, fits `base`, a BaseRef) and add it."""
         src = Path(src_dir)
         check_lineage(lineage)
+        if not src.exists() and not src.is_symlink():
+            raise NotFoundError(f"{src}: no such adapter dir")
         check_adapter_dir(src)
         check_compatible(src, base)
         return self.add_version(lineage, src, made_by="import", base=base.identity,

@@ -7,7 +7,8 @@ items = task.sample(8, seed=0, split="train")   # list[TaskItem(prompt, answer, 
 task.reward("... Answer: 12", items[0].answer)  # 1.0 or 0.0
 ```
 Names: `arithmetic`, `word-problems` (param `difficulty`), `jsonl` (params `path`, `reward`,
-`heldout_path`), `gym:<dataset>` (params go to reasoning-gym).
+`heldout_path`), `gym:<dataset>` (params go to reasoning-gym, except `checker = "math-verify"`, which scores with math-verify
+instead of the dataset's own checker).
 """
 from __future__ import annotations
 

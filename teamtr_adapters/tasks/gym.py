@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 from ..errors import TaskError
-from .answers import find_answer
+from .answers import REWARDS, find_answer
 from .base import Task, TaskItem, check_split, split_of
 
 INSTALL_HINT = "pip install 'teamtr-adapters[gym]' (reasoning-gym==0.1.25)"
@@ -29,7 +29,12 @@ class GymTask(Task):
     reward_name = "gym"
 
     def __init__(self, dataset: str, params: dict[str, Any]) -> None:
-        self.name, self.dataset, self.params = f"gym:{dataset}", dataset, dict(params)
+        params = dict(params)
+        # `checker = "math-verify"` scores with math-verify instead of the dataset's own score_answer
+        self.checker = params.pop("checker", "dataset")
+        if self.checker not in ("dataset", "math-verify"):
+            raise TaskError(f"task gym:{dataset}: unknown checker {self.checker!r} (choose dataset or math-verify)")
+        self.name, self.dataset, self.params = f"gym:{dataset}", dataset, params
         self._entries: dict[str, dict[str, Any]] = {}
         self._scorer = self._generate(1, 0)  # fails now on a missing package, unknown dataset or bad params
 
@@ -68,7 +73,10 @@ class GymTask(Task):
         return [items[i % len(items)] for i in range(n)]
 
     def reward(self, final_message: str, answer: str, item: TaskItem | None = None) -> float:
-        """The dataset's `score_answer` (exact match when the generating entry is unknown)."""
+        """The dataset's `score_answer` (exact match when the generating entry is unknown), or math-verify's
+        equality with the reference when the task's `checker` is `math-verify`."""
+        if self.checker == "math-verify":
+            return REWARDS["math-verify"](final_message, answer)
         pred = find_answer(final_message, numeric=False)[0] or final_message.strip()
         entry = (item.meta.get("entry") if item else None) or self._entries.get(item.prompt if item else "")
         if entry is None:

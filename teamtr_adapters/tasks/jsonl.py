@@ -1,6 +1,7 @@
 """User datasets as JSON lines: one `{"prompt": "...", "answer": ...}` object per line.
 
-Parameters: `path` (required), `reward` (`exact-number` default, or `exact-match`), `heldout_path`
+Parameters: `path` (required), `reward` (`exact-number` default, `exact-match`, or `math-verify`: mathematical
+equality by math-verify, so `1/2`, `0.5` and `\\frac{1}{2}` agree), `heldout_path`
 (optional: a separate held-out file; its prompts are removed from the training split). Without
 `heldout_path` the split is the hash partition of `tasks.base.split_of`.
 """
