@@ -39,7 +39,7 @@ import socket
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -231,6 +231,11 @@ class Registry:
                 raise
         else:
             cm.__exit__(None, None, None)
+
+    def hold(self):
+        """Hold the registry lock shared across several calls, e.g. `add_version` then `update_pins` or
+        `set_alias`: gc cannot run in between, so it never sees the new version unreachable and removes it."""
+        return self.registry_lock()
 
     @contextmanager
     def scratch(self, prefix: str = "work-") -> Iterator[Path]:
@@ -667,8 +672,7 @@ class Registry:
         tdir = self._team_dir(team)
         fsutil.atomic_write_json(tdir / MANIFEST, journal["manifest"])
         self._append(journal["event"], unless_present=check_history)
-        (tdir / PENDING).unlink(missing_ok=True)
-        fsutil.fsync_dir(tdir)
+        (tdir / PENDING).unlink(missing_ok=True)  # should it come back after a power cut, replaying it is a no-op
 
     def _settle_locked(self, team: str) -> None:
         """Caller holds the team lock: complete a pin move a killed process left journaled."""
@@ -762,13 +766,40 @@ class Registry:
         return sorted(p.name for p in d.iterdir() if p.is_dir() and ID_RE.fullmatch(p.name)) if d.is_dir() else []
 
     def _structure(self) -> dict[str, Any]:
-        """Read every lineage, manifest, spec and the history without hashing: the documents that parse, and
-        a problem line for each that does not."""
+        """Read every manifest, spec, the history and every lineage without hashing: the documents that parse,
+        and a problem line for each that does not. Manifests and history are read under all team locks (a
+        consistent cut: no pin move half done), before the lineages, so that whatever they name was already
+        named in the lineages read after them."""
         problems: list[str] = []
-        try:
-            self._settle_all()
-        except (IntegrityError, ConflictError) as e:
-            problems.append(str(e))
+        manifests: dict[str, dict[str, Any]] = {}
+        problems += [f"teams/{p.name}: not a team dir (invalid name)" for p in self._team_dirs(valid=False)
+                     if not TEAM_RE.fullmatch(p.name)]
+        with ExitStack() as stack:
+            for tdir in self._team_dirs():
+                stack.enter_context(self._lock("team", tdir.name))
+            for tdir in self._team_dirs():
+                team = tdir.name
+                try:
+                    self._settle_locked(team)
+                except IntegrityError as e:
+                    problems.append(str(e).removesuffix(f"; {VERIFY_HINT}"))
+                except OSError as e:
+                    problems.append(f"team {team}: an interrupted pin move ({PENDING}) cannot be completed "
+                                    f"({e.strerror})")
+                if not (tdir / MANIFEST).is_file():
+                    continue  # a `team init` killed before its commit: not a team yet
+                try:
+                    manifests[team] = self._read_manifest(team)
+                except (IntegrityError, InputError) as e:
+                    problems.append(str(e).removesuffix(f"; {VERIFY_HINT}"))
+                    continue
+                _, problem = self._load_spec(team, manifests[team])
+                if problem:
+                    problems.append(f"team {team}: {problem}")
+            events, bad = self._scan_history()
+        problems += [f"{HISTORY} line {n} is damaged (not a JSON object)" for n in bad[:5]]
+        if len(bad) > 5:
+            problems.append(f"{HISTORY}: {len(bad) - 5} more damaged lines")
         docs: dict[str, dict[str, Any]] = {}
         ldir = self.home / "lineages"
         for p in sorted(ldir.iterdir()) if ldir.is_dir() else []:
@@ -781,27 +812,6 @@ class Registry:
                 docs[p.stem] = self._read_lineage(p.stem)
             except IntegrityError as e:
                 problems.append(str(e).removesuffix(f"; {VERIFY_HINT}"))
-        manifests: dict[str, dict[str, Any]] = {}
-        problems += [f"teams/{p.name}: not a team dir (invalid name)" for p in self._team_dirs(valid=False)
-                     if not TEAM_RE.fullmatch(p.name)]
-        for tdir in self._team_dirs():
-            team = tdir.name
-            if (tdir / PENDING).is_file():
-                problems.append(f"team {team}: an interrupted pin move ({PENDING}) was not completed")
-            if not (tdir / MANIFEST).is_file():
-                continue  # a `team init` killed before its commit: not a team yet
-            try:
-                manifests[team] = self._read_manifest(team)
-            except (IntegrityError, InputError) as e:
-                problems.append(str(e).removesuffix(f"; {VERIFY_HINT}"))
-                continue
-            _, problem = self._load_spec(team, manifests[team])
-            if problem:
-                problems.append(f"team {team}: {problem}")
-        events, bad = self._scan_history()
-        problems += [f"{HISTORY} line {n} is damaged (not a JSON object)" for n in bad[:5]]
-        if len(bad) > 5:
-            problems.append(f"{HISTORY}: {len(bad) - 5} more damaged lines")
         return {"problems": problems, "lineages": docs, "manifests": manifests, "events": events}
 
     @_locked
