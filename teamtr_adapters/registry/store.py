@@ -175,6 +175,17 @@ def _json_line(raw: bytes) -> dict[str, Any] | None:
     return e if isinstance(e, dict) else None
 
 
+def pin_event(event: dict[str, Any], **owned: Any) -> dict[str, Any]:
+    """A pin move's history event: the registry's own keys (team, revision, pins) win; a caller's value for one
+    of them (e.g. a Hub revision passed as "revision") is kept as "event_<key>"."""
+    out = dict(event)
+    for key, value in owned.items():
+        if key in out and out[key] != value:
+            out[f"event_{key}"] = out[key]
+        out[key] = value
+    return out
+
+
 def _locked(fn):
     """Run a Registry method with the registry lock held shared (reads and ordinary writes)."""
     @functools.wraps(fn)
@@ -617,8 +628,8 @@ class Registry:
                         "base_ref": spec.base, "roles": roles, "order": spec.role_names, "updated": now()}
             tdir.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_text(tdir / SPEC, spec.to_toml())
-            self._commit(spec.name, manifest, {"team": spec.name, "revision": 1,
-                                               "pins_after": {r: p["id"] for r, p in roles.items()}, **event})
+            self._commit(spec.name, manifest, pin_event(event, team=spec.name, revision=1,
+                                                        pins_after={r: p["id"] for r, p in roles.items()}))
         return manifest
 
     def _pin(self, vid: str) -> dict[str, str]:
@@ -657,8 +668,8 @@ class Registry:
                 manifest["roles"][role] = self._pin(vid)
             manifest["revision"] += 1
             manifest["updated"] = now()
-            self._commit(team, manifest, {"team": team, "revision": manifest["revision"], "pins_before": before,
-                                          "pins_after": {r: p["id"] for r, p in manifest["roles"].items()}, **event})
+            self._commit(team, manifest, pin_event(event, team=team, revision=manifest["revision"], pins_before=before,
+                                                   pins_after={r: p["id"] for r, p in manifest["roles"].items()}))
         return manifest
 
     # -- the pin journal ---------------------------------------------------------------------------
