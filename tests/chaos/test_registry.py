@@ -49,3 +49,38 @@ def test_damage_is_reported_by_verify_and_refused_in_one_line(tmp_path, monkeypa
 
     [row] = chaos.corruption_cases(tmp_path, in_process, cases=[case])
     clean(row)
+
+
+def test_gc_spares_scratch_dirs_of_live_processes_and_removes_leftovers(tmp_path):
+    import os
+    import signal
+    import time
+
+    from teamtr_adapters.registry import Registry
+
+    reg = chaos.new_registry(tmp_path / "home", pool=1)
+    home = reg.home
+    ready_r, ready_w = os.pipe()
+
+    def worker() -> None:  # a training run: its scratch dir lives as long as the process
+        with Registry(home).scratch("train-") as d:
+            (d / "adapter_model.safetensors").write_bytes(b"partial")
+            os.write(ready_w, d.name.encode())
+            time.sleep(600)
+
+    pid = chaos.fork_run(worker)
+    name = os.read(ready_r, 200).decode()
+    (home / "tmp" / "add-killed").mkdir()                      # a version write killed mid-copy
+    (home / "tmp" / "foreign").mkdir()                         # not ours: left alone until it is old
+    (home / "lineages" / ".chaos.solver.json.x1y2.tmp").write_text("{")  # an atomic write killed before its rename
+    report = reg.gc(dry_run=False)
+    assert (home / "tmp" / name / "adapter_model.safetensors").is_file()
+    assert report["stale_tmp"] == ["tmp/add-killed"] and report["live_tmp"] == 2
+    assert report["stale_files"] == ["lineages/.chaos.solver.json.x1y2.tmp"]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    old = time.time() - 2 * 3600
+    os.utime(home / "tmp" / "foreign", (old, old))
+    report = reg.gc(dry_run=False)
+    assert sorted(report["stale_tmp"]) == ["tmp/foreign", f"tmp/{name}"] and report["live_tmp"] == 0
+    assert not any((home / "tmp").iterdir()) and reg.verify()["ok"]
