@@ -69,7 +69,9 @@ def test_gc_spares_scratch_dirs_of_live_processes_and_removes_leftovers(tmp_path
             time.sleep(600)
 
     pid = chaos.fork_run(worker)
+    os.close(ready_w)  # so that the read below ends if the worker dies
     name = os.read(ready_r, 200).decode()
+    assert name, "the worker died before making its scratch dir"
     (home / "tmp" / "add-killed").mkdir()                      # a version write killed mid-copy
     (home / "tmp" / "foreign").mkdir()                         # not ours: left alone until it is old
     (home / "lineages" / ".chaos.solver.json.x1y2.tmp").write_text("{")  # an atomic write killed before its rename
@@ -84,3 +86,23 @@ def test_gc_spares_scratch_dirs_of_live_processes_and_removes_leftovers(tmp_path
     report = reg.gc(dry_run=False)
     assert sorted(report["stale_tmp"]) == ["tmp/foreign", f"tmp/{name}"] and report["live_tmp"] == 0
     assert not any((home / "tmp").iterdir()) and reg.verify()["ok"]
+
+
+def test_a_pull_event_keeps_the_manifest_revision(tmp_path):
+    # `hub pull` passes the Hub revision as "revision"; it used to overwrite the manifest revision in the
+    # history, so `team rollback T 1` found no revision 1 in a pulled team.
+    from teamtr_adapters.gate import pins_at, rollback_team
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.spec import parse_spec
+
+    reg = Registry(tmp_path / "home")
+    src = tmp_path / "src"
+    ids = {r: [reg.add_version(f"chaos.{r}", chaos.fake_adapter(src / f"{r}{i}", [9, k, i]), made_by="pull",
+                               base=chaos.BASE).id for i in range(2)] for k, r in enumerate(chaos.ROLES)}
+    reg.create_team(parse_spec(chaos.SPEC), {r: ids[r][0] for r in chaos.ROLES}, chaos.BASE,
+                    {"event": "pull", "revision": "main"})
+    reg.update_pins("chaos", {"solver": ids["solver"][1]}, {"event": "pull", "revision": "v2-tag"})
+    events = reg.history("chaos")
+    assert [(e["revision"], e["event_revision"]) for e in events] == [(1, "main"), (2, "v2-tag")]
+    rollback_team(reg, "chaos", 1)
+    assert reg.pins("chaos") == pins_at(reg, "chaos", 1) and reg.verify()["ok"]
