@@ -301,7 +301,7 @@ def kill_gc(workdir: Path, trials: int, seed: int = 0, per_trial: int = 8) -> Ro
 
 # -- writers, readers and gc side by side (separate processes) ------------------------------------------------
 WRITER = r"""
-import json, random, sys, tempfile
+import json, random, shutil, sys, tempfile
 from pathlib import Path
 from contextlib import nullcontext
 from benchmarks.chaos.registry import fake_adapter, BASE, TEAM, ROLES
@@ -328,6 +328,7 @@ for i in range(ops):
             got = None
         if got is not None:
             reg.version_path(got.id)
+shutil.rmtree(src, ignore_errors=True)
 print("done", flush=True)
 """
 
