@@ -243,7 +243,10 @@ def registry_verify(as_json: bool = JsonOpt) -> None:
     reg = open_registry()
     report = {"home": str(reg.home), **reg.verify()}
     emit(report, as_json, lambda r: console.print(
-        f"{r['versions']} versions in {r['home']}: " + ("ok" if r["ok"] else "\n".join(r["problems"]))))
+        f"{r['versions']} versions in {r['home']}: " + ("ok" if r["ok"] else "\n".join(r["problems"]))
+        + (f" ({len(r['unhashed_meta'])} version(s) stored before teamtr.json was hashed: their adapter files "
+           f"are checked, their teamtr.json is not)" if r.get("unhashed_meta") else ""),
+        markup=False, highlight=False))
     if not report["ok"]:
         raise IntegrityError(f"{len(report['problems'])} problem(s) found")
 
@@ -255,8 +258,10 @@ def registry_gc(yes: bool = typer.Option(False, "--yes", help="Really delete (de
     report = open_registry().gc(dry_run=not yes)
     verb = "would remove" if report["dry_run"] else "removed"
     emit(report, as_json, lambda r: console.print(
-        f"{verb} {len(r['remove'])} version(s), {r['bytes']} bytes, and {len(r['stale_tmp'])} temp dir(s); "
-        f"kept {r['keep']}" + (" (dry run: add --yes)" if r["dry_run"] else "")))
+        f"{verb} {len(r['remove'])} version(s), {r['bytes']} bytes, {len(r['stale_tmp'])} leftover temp dir(s) and "
+        f"{len(r['stale_files'])} temp file(s); kept {r['keep']}"
+        + (f" and {r['live_tmp']} temp dir(s) in use" if r["live_tmp"] else "")
+        + (" (dry run: add --yes)" if r["dry_run"] else ""), markup=False, highlight=False))
 
 
 # -- history ---------------------------------------------------------------------------------------
