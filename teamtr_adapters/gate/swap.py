@@ -190,6 +190,16 @@ def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig
     records it."""
     if force and gate is None:
         raise InputError("--force overrides the gate's decision; use it together with --gate")
+    # One hold of the registry lock from the candidate's import to the pin move (gated rollouts included): a
+    # `registry gc` waits instead of removing the imported, not-yet-pinned candidate.
+    with registry.hold():
+        return _swap(registry, team, role, ref, gate=gate, force=force, dry_run=dry_run, device=device,
+                     dtype=dtype, backend=backend, base=base, progress=progress)
+
+
+def _swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig | None, force: bool,
+          dry_run: bool, device: str, dtype: str, backend: str, base: BaseRef, progress: Progress | None
+          ) -> dict[str, Any]:
     spec = registry.team_spec(team)
     spec.role(role)
     incumbent = registry.version(registry.pins(team)[role])

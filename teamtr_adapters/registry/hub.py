@@ -873,18 +873,19 @@ def pull_team(registry: Registry, ref: str, *, name: str | None = None, base: An
         raise ConflictError(f"local team {team!r} exists with a different spec; pull with --as NEW_NAME")
     roles = list(bundle.manifest["roles"])
     snap = _download_verified(bundle, roles)
-    with tempfile.TemporaryDirectory(prefix="teamtr-pull-") as tmp:
-        staged = {r: _stage_role(snap, bundle, r, base_ref, Path(tmp)) for r in roles}
-        pins = {r: _import_role(registry, bundle, r, staged[r], lineage_of(team, r)).id for r in roles}
     event = {"event": "pull", "repo": bundle.repo, "hub_revision": bundle.revision, "commit": bundle.commit,
              "remote_team_revision": bundle.manifest.get("team_revision")}
-    if exists and registry.pins(team) == pins:
-        manifest = registry.manifest(team)  # already up to date: no new revision, but the sync point moves
-        registry.append_history({"team": team, "revision": manifest["revision"], "unchanged": True, **event})
-    elif exists:
-        manifest = registry.update_pins(team, pins, event)
-    else:
-        manifest = registry.create_team(spec, pins, bundle.manifest["base"], event)
+    # one hold of the registry lock from the imports to the pins: gc cannot remove the not-yet-pinned versions
+    with registry.hold(), tempfile.TemporaryDirectory(prefix="teamtr-pull-") as tmp:
+        staged = {r: _stage_role(snap, bundle, r, base_ref, Path(tmp)) for r in roles}
+        pins = {r: _import_role(registry, bundle, r, staged[r], lineage_of(team, r)).id for r in roles}
+        if exists and registry.pins(team) == pins:
+            manifest = registry.manifest(team)  # already up to date: no new revision, but the sync point moves
+            registry.append_history({"team": team, "revision": manifest["revision"], "unchanged": True, **event})
+        elif exists:
+            manifest = registry.update_pins(team, pins, event)
+        else:
+            manifest = registry.create_team(spec, pins, bundle.manifest["base"], event)
     return {"team": team, "created": not exists, "repo": bundle.repo, "revision": bundle.revision,
             "commit": bundle.commit, "team_revision": manifest["revision"],
             "roles": {r: {"ref": f"{p['lineage']}:{p['name']}", "id": p["id"]} for r, p in manifest["roles"].items()}}

@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -446,27 +445,29 @@ class Trainer:
         try:
             changes: dict[str, str] = {}
             lineages = {r: p["lineage"] for r, p in self.manifest["roles"].items()}
-            for rec, work in updates:
-                if not work.changed():
-                    continue
-                # Under the registry's tmp/ (as its own writes are): a killed run leaves its dir where `registry
-                # gc` removes stale temp dirs, not loose in $TEAMTR_HOME; an interrupted one removes it here.
-                scratch = self.reg.home / "tmp"
-                scratch.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=scratch, prefix="train-") as tmp:
-                    info = self.reg.add_version(
-                        lineages[rec.role], work.save(Path(tmp) / "adapter"), made_by="train",
-                        base=self.base.identity, parent=rec.parent, context=rec.context,
-                        config=self._version_config(rec), metrics=_metrics(rec),
-                        extra={"rollout_seed": rec.rollout_seed, "run": self.run_id})
-                rec.version, rec.version_name = info.id, info.name
-                changes[rec.role] = info.id
+            # One hold of the registry lock over the new versions and the pin move: a `registry gc` cannot run
+            # in between and remove the not-yet-pinned versions. The scratch dir lives under the registry's tmp/
+            # with an owner lock: gc leaves it alone while this process lives, and removes it after a kill.
+            with self.reg.hold():
+                for rec, work in updates:
+                    if not work.changed():
+                        continue
+                    with self.reg.scratch("train-") as tmp:
+                        info = self.reg.add_version(
+                            lineages[rec.role], work.save(tmp / "adapter"), made_by="train",
+                            base=self.base.identity, parent=rec.parent, context=rec.context,
+                            config=self._version_config(rec), metrics=_metrics(rec),
+                            extra={"rollout_seed": rec.rollout_seed, "run": self.run_id})
+                    rec.version, rec.version_name = info.id, info.name
+                    changes[rec.role] = info.id
+                if changes:
+                    self.manifest = self.reg.update_pins(self.team, changes, {
+                        "event": event, "run": self.run_id, "method": self.cfg.method,
+                        "updates": [{"role": r.role, "stage": r.stage, "update": r.update, "parent": r.parent,
+                                     "version": r.version, "name": r.version_name, "d_tok": r.d_tok_mean,
+                                     "l_fresh": r.l_fresh, "backtracks": r.backtracks}
+                                    for r, _ in updates if r.version]})
             if changes:
-                self.manifest = self.reg.update_pins(self.team, changes, {
-                    "event": event, "run": self.run_id, "method": self.cfg.method,
-                    "updates": [{"role": r.role, "stage": r.stage, "update": r.update, "parent": r.parent,
-                                 "version": r.version, "name": r.version_name, "d_tok": r.d_tok_mean,
-                                 "l_fresh": r.l_fresh, "backtracks": r.backtracks} for r, _ in updates if r.version]})
                 for role, vid in changes.items():
                     self.tm.ensure_adapter(vid, self.reg.version_path(vid))
                     self.pins[role] = vid
