@@ -210,7 +210,7 @@ def kill_version_writes(workdir: Path, trials: int, seed: int = 0, per_registry:
 # -- SIGKILL during pin moves and rollbacks ------------------------------------------------------------------
 def kill_pin_moves(workdir: Path, trials: int, seed: int = 0, per_registry: int = 25, ops: int = 40) -> Row:
     from teamtr_adapters.errors import InputError
-    from teamtr_adapters.gate import pins_at, rollback_role, rollback_team
+    from teamtr_adapters.registry.rollback import pins_at, rollback_role, rollback_team
     from teamtr_adapters.registry import Registry
 
     tally, rng, mid = _Tally("SIGKILL during pin moves; rollback after"), random.Random(seed), 0

@@ -91,7 +91,7 @@ def test_gc_spares_scratch_dirs_of_live_processes_and_removes_leftovers(tmp_path
 def test_a_pull_event_keeps_the_manifest_revision(tmp_path):
     # `hub pull` passes the Hub revision as "revision"; it used to overwrite the manifest revision in the
     # history, so `team rollback T 1` found no revision 1 in a pulled team.
-    from teamtr_adapters.gate import pins_at, rollback_team
+    from teamtr_adapters.registry.rollback import pins_at, rollback_team
     from teamtr_adapters.registry import Registry
     from teamtr_adapters.spec import parse_spec
 
