@@ -82,7 +82,8 @@ class _Bars:
     """Maps the trainer's (phase, done, total) callbacks onto rich progress bars, one per phase."""
 
     def __init__(self, bars: Any) -> None:
-        self.bars, self.tasks = bars, {}
+        self.bars = bars
+        self.tasks: dict[str, Any] = {}
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase not in self.tasks:

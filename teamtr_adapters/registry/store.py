@@ -26,10 +26,11 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from ..errors import (ConflictError, InputError, IntegrityError, InvalidNameError, NotFoundError)
 from ..spec import TeamSpec, check_name, parse_spec
+from ..types import GcReport, HistoryEvent, Pin, TeamManifest, VerifyReport
 from . import fsutil
 from .validate import CONFIG, META, WEIGHTS, check_adapter_dir, check_compatible
 
@@ -296,12 +297,12 @@ class Registry:
         d = self.home / "teams"
         return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file()) if d.is_dir() else []
 
-    def manifest(self, team: str) -> dict[str, Any]:
+    def manifest(self, team: str) -> TeamManifest:
         path = self._team_dir(team) / "manifest.json"
         if not path.is_file():
             known = ", ".join(self.list_teams()) or "none; create one with `team init`"
             raise NotFoundError(f"no team {team!r} (teams: {known})")
-        manifest = fsutil.read_json(path)
+        manifest: TeamManifest = fsutil.read_json(path)
         order = manifest.get("order") or sorted(manifest["roles"])
         manifest["roles"] = {r: manifest["roles"][r] for r in order}
         return manifest
@@ -314,7 +315,7 @@ class Registry:
     def pins(self, team: str) -> dict[str, str]:
         return {role: pin["id"] for role, pin in self.manifest(team)["roles"].items()}
 
-    def create_team(self, spec: TeamSpec, pins: dict[str, str], base: dict[str, str], event: dict[str, Any]) -> dict:
+    def create_team(self, spec: TeamSpec, pins: dict[str, str], base: dict[str, str], event: dict[str, Any]) -> TeamManifest:
         """Write a new team's spec and manifest from already-stored versions (used by init and pull)."""
         tdir = self._team_dir(spec.name)
         with self._lock("team", spec.name):
@@ -323,7 +324,7 @@ class Registry:
             if set(pins) != set(spec.role_names):
                 raise InputError(f"pins must cover exactly the roles {spec.role_names}")
             roles = {role: self._pin(pins[role]) for role in spec.role_names}
-            manifest = {"team": spec.name, "revision": 1, "spec_hash": spec.spec_hash(), "base": base,
+            manifest: TeamManifest = {"team": spec.name, "revision": 1, "spec_hash": spec.spec_hash(), "base": base,
                         "base_ref": spec.base, "roles": roles, "order": spec.role_names, "updated": now()}
             tdir.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_text(tdir / "spec.toml", spec.to_toml())
@@ -332,11 +333,11 @@ class Registry:
                                  "pins_after": {r: p["id"] for r, p in roles.items()}, **event})
         return manifest
 
-    def _pin(self, vid: str) -> dict[str, str]:
+    def _pin(self, vid: str) -> Pin:
         info = self.version(vid)
         return {"lineage": info.lineage, "name": info.name, "id": info.id}
 
-    def init_team(self, spec: TeamSpec, base: Any = None) -> dict[str, Any]:
+    def init_team(self, spec: TeamSpec, base: Any = None) -> TeamManifest:
         """Create team `spec.name` with a fresh LoRA `v1` for every role (imports torch)."""
         from ..runtime.base import resolve_base
         from ..runtime.lora import init_adapters
@@ -354,7 +355,7 @@ class Registry:
                 pins[role] = info.id
         return self.create_team(spec, pins, base.identity, {"event": "init", "base": base.identity})
 
-    def update_pins(self, team: str, changes: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    def update_pins(self, team: str, changes: dict[str, str], event: dict[str, Any]) -> TeamManifest:
         """Atomically move the team's pins (role -> version id) and append the history event."""
         with self._lock("team", team):
             manifest = self.manifest(team)
@@ -372,21 +373,21 @@ class Registry:
         return manifest
 
     # -- history -----------------------------------------------------------------------------------
-    def append_history(self, event: dict[str, Any]) -> dict[str, Any]:
+    def append_history(self, event: dict[str, Any]) -> HistoryEvent:
         event = {"ts": now(), "user": getpass.getuser(), "host": socket.gethostname(), **event}
         self.home.mkdir(parents=True, exist_ok=True)
         with self._lock("history", "log"):
             fsutil.append_line(self.home / "history.jsonl", json.dumps(event, sort_keys=True, default=str))
-        return event
+        return cast(HistoryEvent, event)
 
-    def history(self, team: str | None = None) -> list[dict[str, Any]]:
+    def history(self, team: str | None = None) -> list[HistoryEvent]:
         """Events in order (a torn last line left by a killed writer is skipped)."""
         path = self.home / "history.jsonl"
         if team is not None:
             self.manifest(team)
         if not path.is_file():
             return []
-        events = []
+        events: list[HistoryEvent] = []
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 e = json.loads(line)
@@ -401,7 +402,7 @@ class Registry:
         d = self.home / "versions"
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
-    def verify(self) -> dict[str, Any]:
+    def verify(self) -> VerifyReport:
         """Recompute every version's hashes and check that every name, alias and pin points somewhere."""
         problems: list[str] = []
         ids = self._version_ids()
@@ -430,12 +431,13 @@ class Registry:
             doc = self._read_lineage(lin)
             by_name = {e["name"]: e["id"] for e in doc["versions"]}
             keep |= {by_name[n] for n in doc["aliases"].values() if n in by_name}
+        key: Literal["pins_before", "pins_after"]
         for e in self.history():
             for key in ("pins_before", "pins_after"):
                 keep |= set((e.get(key) or {}).values())
         return keep
 
-    def gc(self, dry_run: bool = True) -> dict[str, Any]:
+    def gc(self, dry_run: bool = True) -> GcReport:
         """Remove versions no manifest, alias or history event pins, and stale temp dirs (dry run by default)."""
         with self._lock("gc", "all"):
             keep = self._reachable()
