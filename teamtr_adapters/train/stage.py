@@ -193,13 +193,14 @@ class Trainer:
     rollout engine (`backend`: the TeamModel for "hf", else e.g. "vllm" or "vllm-server=URL"; `dtype`: the
     rollouts' dtype, "auto" = the trainer's float32), the current pins, per-agent KL coefficients and the run's
     diagnostics log. `reward_fn` replaces the
-    task verifier's reward of every rollout (a synthetic task for experiments and tests). Use it as a
+    task verifier's reward of every rollout (a synthetic task for experiments and tests); `on_record` is called
+    with each update record as it is written (`train.tracking`). Use it as a
     context manager (or call `close`) to shut a separate engine down."""
 
     def __init__(self, registry: Registry, team: str, cfg: TrainConfig, *, device: str = "auto",
                  dtype: str = "auto", progress: Progress | None = None, run_dir: Path | None = None,
                  single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None,
-                 backend: str = "hf") -> None:
+                 backend: str = "hf", on_record: Callable[[UpdateRecord], None] | None = None) -> None:
         from ..runtime.open import open_team_model
         from ..tasks import get_task
 
@@ -233,6 +234,7 @@ class Trainer:
         self.log = DiagnosticsLog(self.run_dir / "updates.jsonl")
         self.progress = progress or (lambda phase, done, total: None)
         self.reward_fn = reward_fn
+        self.on_record = on_record  # called with each record as it is written (e.g. an experiment tracker)
         self.records: list[UpdateRecord] = []  # finished records, in order
         self.pending: list[tuple[UpdateRecord, tuple[Any, ...]]] = []  # committed updates (and their
         #   prompts) waiting for a rollout of the new team on the same prompts, for their reward_after
@@ -506,6 +508,8 @@ class Trainer:
         for rec in records:
             self.records.append(rec)
             self.log.write(rec)
+            if self.on_record is not None:
+                self.on_record(rec)
 
     def write_config(self, extra: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
