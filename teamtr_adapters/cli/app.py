@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -68,6 +68,16 @@ PANELS = {
 }
 
 
+def _shows(text: str) -> Callable[[], str]:
+    """A usage-name getter that returns `text`."""
+    return lambda: text
+
+
+def _no_type(ctx: Any) -> None:
+    """Shows no type next to an argument in help (its metavar says it)."""
+    return None
+
+
 def _standard_help(command: Any, root: bool = True) -> Any:
     """Standard metavars and grouped commands in help, over the whole command tree (in place).
 
@@ -86,8 +96,8 @@ def _standard_help(command: Any, root: bool = True) -> Any:
             name = param.metavar or (param.name or "arg").upper()
             param.metavar = name
             usage = name if param.required else f"[{name}]"
-            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
-            param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
+            param.display_type_rich = _no_type  # type: ignore[method-assign]
+            param._usage_display_name = _shows(usage)  # type: ignore[method-assign]
     help_option = command.get_help_option
 
     def get_help_option(ctx: Any, _orig: Any = help_option) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import typer
 from rich.markup import escape
@@ -115,7 +115,7 @@ def refuse_deprecated(reg: Registry, team: str, role: str, ref: str, force: bool
         raise InputError(f"{info.ref} is deprecated{': ' + why if why else ''}; pass --force (with --gate) to swap it in anyway")
 
 
-def next_step(result: dict[str, Any], ref: str) -> str:
+def next_step(result: Mapping[str, Any], ref: str) -> str:
     """What to do after a refused or inconclusive gate, from its report (the KL reason and the inconclusive
     message already name their own remedy: alignment or a larger --n)."""
     rep = result.get("report") or {}
@@ -129,7 +129,7 @@ def next_step(result: dict[str, Any], ref: str) -> str:
     return f"align as above, or {force}"
 
 
-def render_swap(r: dict[str, Any]) -> None:
+def render_swap(r: Mapping[str, Any]) -> None:
     rep = r.get("report")
     if rep:
         render_report(rep)
@@ -145,12 +145,12 @@ def render_swap(r: dict[str, Any]) -> None:
                   + ("" if r["gated"] else " (ungated)"), highlight=False)
 
 
-def render_report(rep: dict[str, Any]) -> None:
+def render_report(rep: Mapping[str, Any]) -> None:
     cfg = rep["config"]
     ok = {True: Text("pass", "green"), False: Text("FAIL", "red")}
     regs = rep["regressions"]
     score = {"accepted": "[green]pass[/]", "refused": "[red]FAIL[/]", "inconclusive": "[yellow]?[/]"}
-    rows = [
+    rows: list[list[Any]] = [
         ["D_tok(incumbent || candidate), float32",
          f"{rep['d_tok']:.4g} +- {rep['d_tok_se']:.2g} (SE) over {rep['kl_states']} states of {rep['kl_contexts']} "
          f"messages (p99 {rep['d_tok_p99']:.4g})", f"<= {cfg['delta']:g}", ok[rep["d_tok"] <= cfg["delta"]]],
@@ -190,6 +190,7 @@ def rollback(
     team = default_team(reg, team)
     before = reg.manifest(team)["roles"].get(role)
     manifest = rollback_role(reg, team, role, to)
+    assert before is not None  # rollback_role refuses a role the team lacks
     emit(manifest, as_json, lambda m: console.print(
         f"{team}/{role}: {before['lineage']}:{before['name']} -> {m['roles'][role]['lineage']}:"
         f"{m['roles'][role]['name']} ({short(m['roles'][role]['id'])}); team revision {m['revision']}",

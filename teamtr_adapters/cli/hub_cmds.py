@@ -67,8 +67,9 @@ def hub_pull(
 
     reg = open_registry()
     href = parse_hub_ref(ref)
-    if role or href.role:
-        lineage = lineage_of(name, role or href.role) if name else None
+    one_role = role or href.role
+    if one_role:
+        lineage = lineage_of(name, one_role) if name else None
         info = pull_role(reg, ref, role=role, lineage=lineage, base=base)
         data = {"ref": info.ref, "id": info.id, "repo": info.meta.get("repo"), "commit": info.meta.get("commit")}
         emit(data, as_json, lambda d: console.print(

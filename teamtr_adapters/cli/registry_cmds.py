@@ -241,7 +241,7 @@ def adapter_alias(ref: str = typer.Argument(..., help="LINEAGE:vN"), alias: str 
 def registry_verify(as_json: bool = JsonOpt) -> None:
     """Recompute every version's hashes; exit 4 if anything is corrupt or dangling."""
     reg = open_registry()
-    report = {"home": str(reg.home), **reg.verify()}
+    report: dict[str, Any] = {"home": str(reg.home), **reg.verify()}
     emit(report, as_json, lambda r: console.print(
         f"{r['versions']} versions in {r['home']}: " + ("ok" if r["ok"] else "\n".join(r["problems"]))
         + (f" ({len(r['unhashed_meta'])} version(s) stored before teamtr.json was hashed: their adapter files "

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import typer
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -76,7 +76,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]], wrap: tuple[str
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
               padding=(0, 1) if gap == 2 else (0, 0), collapse_padding=True)
     for i, c in enumerate(columns):
-        justify = "right" if c in right else "left"
+        justify: JustifyMethod = "right" if c in right else "left"
         if i in limits:
             t.add_column(c, overflow="fold", max_width=limits[i], justify=justify)
         else:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
+from ..types import PairedChange
 from .render import JsonOpt, console, emit, progress, table
 
 TeamOpt = typer.Option(None, "--team", "-t", help="The team to play (default: the only team in the registry).")
@@ -85,7 +86,7 @@ def eval_cmd(
     emit(report, as_json, _render_report)
 
 
-def paired_gain(team_eps: list[Any], base_eps: list[Any]) -> dict[str, Any] | None:
+def paired_gain(team_eps: list[Any], base_eps: list[Any]) -> PairedChange | None:
     """Team minus base alone, paired by prompt (same prompts, same seeds; a prompt's score is the mean of its k
     samples): the mean change with a 95% t interval over prompts (`train.diagnostics.paired_change`)."""
     from ..train.diagnostics import paired_change

@@ -82,7 +82,8 @@ class _Bars:
     """Maps the trainer's (phase, done, total) callbacks onto rich progress bars, one per phase."""
 
     def __init__(self, bars: Any) -> None:
-        self.bars, self.tasks = bars, {}
+        self.bars = bars
+        self.tasks: dict[str, Any] = {}
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase not in self.tasks:
@@ -133,6 +134,10 @@ def train(
     dtype: str = typer.Option("auto", "--dtype", help="Rollout dtype: auto (= the trainer's float32, exact) | "
                               "bfloat16 (faster rollouts by a second model; TIS corrects the gap)."),
     backend: str = BackendOpt,
+    track: Optional[str] = typer.Option(None, "--track", metavar="mlflow|wandb",
+                                        help="Log the run to an experiment tracker (its package must be installed "
+                                        "and configured): settings as params, each update's numbers as metrics "
+                                        "(step = update), the summary at the end."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train agents with TeamTR: `train ROLE [--updates K]` or `train --stages S` (`--team T` with several teams)."""
@@ -145,6 +150,11 @@ def train(
     if (stages if stages is not None else updates) < 1:
         raise InputError("--updates and --stages must be >= 1")
     check_play_options(device, dtype, None)
+    tracking = None
+    if track is not None:  # a missing tracker package is an error before any model loads
+        from ..train.tracking import RunTracking, open_tracker
+
+        tracking = RunTracking(open_tracker(track), track)
     cfg = TrainConfig(method=method, order=role or order, resample=resample, resample_every=resample_every,
                       steps=steps, lr=lr, delta=delta, beta0=beta, kl_control=kl_control, hard_check=hard_check,
                       ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
@@ -153,9 +163,24 @@ def train(
                       fresh_prompts=fresh_prompts)
     reg = open_registry()
     team = default_team(reg, team)
+    n = stages if stages is not None else updates
     with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
-                                     single_role=role, backend=backend) as trainer:
-        result = run_stages(trainer, stages if stages is not None else updates)
+                                     single_role=role, backend=backend,
+                                     on_record=tracking.record if tracking else None) as trainer:
+        if tracking is None:
+            result = run_stages(trainer, n)
+        else:
+            from ..train.tracking import run_params
+
+            tracking.start(trainer.run_id, run_params(trainer, **({"stages": n} if stages is not None else
+                                                                   {"role": role, "updates": n})),
+                           {"team": team, "method": cfg.method})
+            try:
+                result = run_stages(trainer, n)
+            except BaseException:
+                tracking.finish(None)
+                raise
+            tracking.finish(result.summary)
     data = {**result.summary, "records": [r.to_dict() for r in result.records]}
     emit(data, as_json, _render_train)
 

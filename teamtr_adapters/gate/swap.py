@@ -24,6 +24,7 @@ from ..errors import GateInconclusive, GateRefused, InputError
 from ..registry import Registry
 from ..registry.candidates import Candidate, check_candidate, resolve_candidate
 from ..runtime.base import BaseRef
+from ..types import GateReport, SwapResult
 from .stats import ACCEPTED, INCONCLUSIVE, REFUSED, Design, decide_scores
 
 Progress = Callable[[str, int, int], None]
@@ -79,7 +80,7 @@ def kl_verdict(d_tok: float, cfg: GateConfig, role: str, ref: str) -> list[str]:
 
 def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg: GateConfig, *,
              base: BaseRef, device: str = "auto", dtype: str = "auto", backend: str = "hf",
-             progress: Progress | None = None) -> dict[str, Any]:
+             progress: Progress | None = None) -> GateReport:
     """The gate's evidence and decision for putting `candidate` in `role` (see the module docstring)."""
     from ..runtime.backend import parse_backend
     from ..runtime.engine import close_engine, rollout_engine
@@ -130,6 +131,7 @@ def evaluate(registry: Registry, team: str, role: str, candidate: Candidate, cfg
                 break
     finally:
         close_engine(engine, tm)
+    assert decision is not None  # the loop runs at least one look
     rows = agent_rows(cand_eps, role, [0.0] * len(cand_eps))
     say("D_tok on the candidate team's states", 0, 1)
     upcast_for_kl(tm)
@@ -180,7 +182,7 @@ def _mean(xs: list[float]) -> float:
 
 def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig | None = None,
          force: bool = False, dry_run: bool = False, device: str = "auto", dtype: str = "auto",
-         backend: str = "hf", base: BaseRef, progress: Progress | None = None) -> dict[str, Any]:
+         backend: str = "hf", base: BaseRef, progress: Progress | None = None) -> SwapResult:
     """Put REF in `role`: resolve, check compatibility, (gate, its rollouts played by `backend`), then
     move the pin and record the event.
 
@@ -199,13 +201,13 @@ def swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig
 
 def _swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfig | None, force: bool,
           dry_run: bool, device: str, dtype: str, backend: str, base: BaseRef, progress: Progress | None
-          ) -> dict[str, Any]:
+          ) -> SwapResult:
     spec = registry.team_spec(team)
     spec.role(role)
     incumbent = registry.version(registry.pins(team)[role])
     candidate = resolve_candidate(registry, team, role, ref, base, store=not dry_run)
     compat = check_candidate(candidate.path, base)
-    result: dict[str, Any] = {
+    result: SwapResult = {
         "team": team, "role": role, "ref": ref, "dry_run": dry_run, "gated": gate is not None,
         "incumbent": {"id": incumbent.id, "ref": incumbent.ref}, "candidate": candidate.to_dict(),
         "compat": compat, "report": None, "accepted": True, "decision": ACCEPTED, "forced": False, "revision": None,
@@ -213,8 +215,8 @@ def _swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfi
     if gate is not None:
         report = evaluate(registry, team, role, candidate, gate, base=base, device=device, dtype=dtype,
                           backend=backend, progress=progress)
-        result.update(report=report, accepted=report["accepted"], decision=report["decision"],
-                      forced=force and not report["accepted"])
+        result["report"], result["accepted"], result["decision"] = report, report["accepted"], report["decision"]
+        result["forced"] = force and not report["accepted"]
     event = {"event": "swap", "role": role, "ref": ref, "candidate": candidate.id, "gated": gate is not None,
              "forced": result["forced"], "report": result["report"]}
     if not result["accepted"] and not force:
@@ -223,7 +225,9 @@ def _swap(registry: Registry, team: str, role: str, ref: str, *, gate: GateConfi
             registry.append_history({**event, "event": f"swap-{verdict}", "team": team,
                                      "revision_at": registry.manifest(team)["revision"]})
         rep = result["report"]
+        assert rep is not None  # only a gate refuses
         if verdict == INCONCLUSIVE:
+            assert rep["more_prompts"] is not None  # set for an inconclusive result
             raise GateInconclusive(f"gate inconclusive for {candidate.ref} in {team}/{role} after {rep['prompts']} "
                                    f"prompts: about {rep['more_prompts']} more prompts would likely decide "
                                    f"(--n {rep['prompts'] + rep['more_prompts']}), or --epsilon larger", result)

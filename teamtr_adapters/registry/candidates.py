@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import IncompatibleAdapterError, NotFoundError
 from ..runtime.base import BaseRef
+from ..types import CandidateInfo, Compatibility
 from .store import Registry, content_hashes, lineage_of
 from .validate import CONFIG, check_adapter_dir, check_compatible, lora_modules
 
@@ -26,7 +27,7 @@ class Candidate:
     path: Path
     stored: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CandidateInfo:
         return {"id": self.id, "ref": self.ref, "stored": self.stored}
 
 
@@ -62,7 +63,7 @@ def resolve_candidate(registry: Registry, team: str, role: str, ref: str, base: 
     return Candidate(content_hashes(path)[1], str(path), path, stored=False)
 
 
-def check_candidate(path: Path, base: BaseRef) -> dict[str, Any]:
+def check_candidate(path: Path, base: BaseRef) -> Compatibility:
     """Compatibility of an adapter dir with the team's base; raises on the first failure, returns a summary.
 
     Safe files only (safetensors, no pickles or symlinks), a LoRA config that peft loads, the recorded base

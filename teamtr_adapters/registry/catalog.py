@@ -80,9 +80,11 @@ def compare(a: VersionInfo, b: VersionInfo) -> list[dict[str, Any]]:
     """Rows {key, a, b, change} over both versions' metrics (then how they were made): `change` = b - a for
     numbers, None otherwise."""
     rows = []
-    ma, mb = a.meta.get("metrics") or {}, b.meta.get("metrics") or {}
+    ma: dict[str, Any] = a.meta.get("metrics") or {}
+    mb: dict[str, Any] = b.meta.get("metrics") or {}
     for key in sorted(set(ma) | set(mb), key=natural_key):
-        x, y = ma.get(key), mb.get(key)
+        x: Any = ma.get(key)
+        y: Any = mb.get(key)
         num = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
         rows.append({"key": f"metrics.{key}", "a": x, "b": y, "change": (y - x) if num else None})
     for key in ("made_by", "created", "parent", "run"):
@@ -129,14 +131,14 @@ def team_lineage(registry: Registry, team: str) -> dict[str, Any]:
         versions = registry.list_versions(lineage)
         aliases = registry.aliases(lineage)
         ids = {v.id for v in versions}
-        nodes = {v.id: {"name": v.name, "id": v.id, "made_by": v.meta.get("made_by"), "parent": v.meta.get("parent"),
+        nodes: dict[str, dict[str, Any]] = {v.id: {"name": v.name, "id": v.id, "made_by": v.meta.get("made_by"), "parent": v.meta.get("parent"),
                         "run": v.meta.get("run"), "pinned": v.id == pin["id"],
                         "aliases": sorted(a for a, n in aliases.items() if n == v.name),
                         "deprecated": v.id in dep,
                         "trained_with": {r: [_name(registry, x) for x in str(vids).split(",") if x]
                                          for r, vids in (v.meta.get("context") or {}).items()},
                         "children": []} for v in versions}
-        roots = []
+        roots: list[dict[str, Any]] = []
         for v in versions:
             parent = v.meta.get("parent")
             (nodes[parent]["children"] if parent in ids else roots).append(nodes[v.id])

@@ -47,6 +47,7 @@ def weight_diff(a: Path, b: Path) -> list[dict[str, Any]]:
             raise IncompatibleAdapterError(f"module {module!r} has weight shape {list(x.shape)} in A and "
                                            f"{list(y.shape)} in B: adapters for different bases")
         diff = x if y is None else (-y if x is None else x - y)
+        assert diff is not None  # the module is in A or in B
         rows.append({"module": module, "norm_a": 0.0 if x is None else float(x.norm()),
                      "norm_b": 0.0 if y is None else float(y.norm()), "norm_diff": float(diff.norm())})
     return rows

@@ -339,7 +339,7 @@ def known_evaluation(registry: Registry, team: str, manifest: dict[str, Any]) ->
     """The team's held-out accuracy when a training run measured it on exactly these pins (`train --eval N`):
     the newest run of a pinned version whose summary's `pins_after` equals the team's pins; else None."""
     pins = {role: r["id"] for role, r in manifest["roles"].items()}
-    runs = {registry.version(vid).meta.get("run") for vid in pins.values()} - {None}
+    runs = {run for vid in pins.values() if (run := registry.version(vid).meta.get("run")) is not None}
     for run in sorted(runs, reverse=True):
         try:
             summary = json.loads((registry.home / "runs" / str(run) / "summary.json").read_text(encoding="utf-8"))
@@ -440,9 +440,9 @@ def push_team(registry: Registry, team: str, repo: str, *, branch: str = "main",
         tags = {t.name: t.target_commit for t in refs.tags}
         created_branch = branch not in branches
         if created_branch:  # branched from main's head as read above: a commit made there since is not lost
-            start = branches.get("main") or api.repo_info(repo).sha
+            start = branches.get("main") or _sha(api.repo_info(repo).sha, repo)
             api.create_branch(repo, branch=branch, revision=start, exist_ok=True)
-            head = api.repo_info(repo, revision=branch).sha
+            head = _sha(api.repo_info(repo, revision=branch).sha, repo)
             created_branch = head == start
         else:
             head = branches[branch]
@@ -495,6 +495,13 @@ def push_team(registry: Registry, team: str, repo: str, *, branch: str = "main",
         raise TeamTRError(f"pushed {team} to {repo}@{branch} as commit {commit[:12]}, but could not record the push "
                           f"in the local history ({e}); the next push will ask you to pull first") from None
     return result
+
+
+def _sha(sha: str | None, repo: str) -> str:
+    """A commit sha from the Hub's repo info (the Hub sends one for every revision that exists)."""
+    if not sha:
+        raise TeamTRError(f"{repo}: the Hub answered without a commit sha; try again")
+    return sha
 
 
 def _create_tag(api: Any, repo: str, tag: str, commit: str, message: str) -> str | None:
@@ -905,7 +912,7 @@ def pull_role(registry: Registry, ref: str, *, role: str | None = None, lineage:
     bundle = fetch_bundle(href.repo, href.revision)
     role = href.role or role
     roles = bundle.manifest["roles"]
-    if role not in roles:
+    if role is None or role not in roles:
         what = f"has no role {role!r}" if role else "holds several roles: name one with #ROLE"
         raise NotFoundError(f"bundle {bundle.where} {what} (roles: {', '.join(roles)})")
     target = full_lineage(lineage or roles[role]["lineage"])

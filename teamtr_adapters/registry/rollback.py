@@ -5,9 +5,8 @@ revision; `rollback_team` restores every pin of a revision. Every rollback is it
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import InputError, NotFoundError
+from ..types import TeamManifest
 from .store import Registry
 
 
@@ -40,7 +39,7 @@ def holder_stack(registry: Registry, team: str, role: str) -> list[str]:
     return stack
 
 
-def rollback_role(registry: Registry, team: str, role: str, to_revision: int | None = None) -> dict[str, Any]:
+def rollback_role(registry: Registry, team: str, role: str, to_revision: int | None = None) -> TeamManifest:
     """Restore `role`'s previous holder (an undo of its last change), or its pin at `to_revision`."""
     registry.team_spec(team).role(role)
     current = registry.pins(team)[role]
@@ -50,16 +49,16 @@ def rollback_role(registry: Registry, team: str, role: str, to_revision: int | N
             raise InputError(f"{team}/{role} has no earlier holder to roll back to")
         target, event = stack[-2], {"event": "rollback", "role": role, "undo": True}
     else:
-        target = pins_at(registry, team, to_revision).get(role)
-        if target is None:
+        at = pins_at(registry, team, to_revision).get(role)
+        if at is None:
             raise NotFoundError(f"revision {to_revision} of team {team!r} pins no role {role!r}")
-        event = {"event": "rollback", "role": role, "to_revision": to_revision}
+        target, event = at, {"event": "rollback", "role": role, "to_revision": to_revision}
     if target == current:
         raise InputError(f"{team}/{role} already holds {registry.version(current).ref}; nothing to roll back")
     return registry.update_pins(team, {role: target}, event)
 
 
-def rollback_team(registry: Registry, team: str, revision: int) -> dict[str, Any]:
+def rollback_team(registry: Registry, team: str, revision: int) -> TeamManifest:
     """Restore every pin of `team` exactly as it was at manifest revision `revision`."""
     target = pins_at(registry, team, revision)
     current = registry.pins(team)

@@ -43,10 +43,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, cast
 
 from ..errors import (ConflictError, InputError, IntegrityError, InvalidNameError, NotFoundError, TeamTRError)
 from ..spec import TeamSpec, check_name, parse_spec
+from ..types import GcReport, HistoryEvent, Pin, TeamManifest, VerifyReport
 from . import fsutil
 from .validate import CONFIG, META, PICKLE_SUFFIXES, WEIGHTS, check_adapter_dir, check_compatible
 
@@ -584,16 +585,16 @@ class Registry:
         return manifest
 
     @_locked
-    def manifest(self, team: str) -> dict[str, Any]:
+    def manifest(self, team: str) -> TeamManifest:
         self._settle(team)
-        return self._read_manifest(team)
+        return cast(TeamManifest, self._read_manifest(team))
 
     @_locked
     def team_spec(self, team: str) -> TeamSpec:
         """The team's spec, checked against the spec hash its manifest recorded."""
         manifest = self.manifest(team)
         spec, problem = self._load_spec(team, manifest)
-        if problem:
+        if problem or spec is None:
             raise IntegrityError(f"team {team}: {problem}; {VERIFY_HINT}")
         return spec
 
@@ -616,7 +617,7 @@ class Registry:
     def pins(self, team: str) -> dict[str, str]:
         return {role: pin["id"] for role, pin in self.manifest(team)["roles"].items()}
 
-    def create_team(self, spec: TeamSpec, pins: dict[str, str], base: dict[str, str], event: dict[str, Any]) -> dict:
+    def create_team(self, spec: TeamSpec, pins: dict[str, str], base: dict[str, str], event: dict[str, Any]) -> TeamManifest:
         """Write a new team's spec and manifest from already-stored versions (used by init and pull)."""
         tdir = self._team_dir(spec.name)
         with self.registry_lock(), self._lock("team", spec.name):
@@ -626,7 +627,7 @@ class Registry:
             if set(pins) != set(spec.role_names):
                 raise InputError(f"pins must cover exactly the roles {spec.role_names}")
             roles = {role: self._pin(pins[role]) for role in spec.role_names}
-            manifest = {"team": spec.name, "revision": 1, "spec_hash": spec.spec_hash(), "base": base,
+            manifest: TeamManifest = {"team": spec.name, "revision": 1, "spec_hash": spec.spec_hash(), "base": base,
                         "base_ref": spec.base, "roles": roles, "order": spec.role_names, "updated": now()}
             tdir.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_text(tdir / SPEC, spec.to_toml())
@@ -634,11 +635,11 @@ class Registry:
                                                         pins_after={r: p["id"] for r, p in roles.items()}))
         return manifest
 
-    def _pin(self, vid: str) -> dict[str, str]:
+    def _pin(self, vid: str) -> Pin:
         info = self.version(vid)
         return {"lineage": info.lineage, "name": info.name, "id": info.id}
 
-    def init_team(self, spec: TeamSpec, base: Any = None) -> dict[str, Any]:
+    def init_team(self, spec: TeamSpec, base: Any = None) -> TeamManifest:
         """Create team `spec.name` with a fresh LoRA `v1` for every role (imports torch)."""
         from ..runtime.base import resolve_base
         from ..runtime.lora import init_adapters
@@ -656,7 +657,7 @@ class Registry:
                 pins[role] = info.id
         return self.create_team(spec, pins, base.identity, {"event": "init", "base": base.identity})
 
-    def update_pins(self, team: str, changes: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    def update_pins(self, team: str, changes: dict[str, str], event: dict[str, Any]) -> TeamManifest:
         """Move the team's pins (role -> version id): the new manifest and its history event are committed
         together (journal, manifest, history line), so a crash at any point leaves them consistent."""
         with self.registry_lock(), self._lock("team", team):
@@ -672,10 +673,10 @@ class Registry:
             manifest["updated"] = now()
             self._commit(team, manifest, pin_event(event, team=team, revision=manifest["revision"], pins_before=before,
                                                    pins_after={r: p["id"] for r, p in manifest["roles"].items()}))
-        return manifest
+        return cast(TeamManifest, manifest)
 
     # -- the pin journal ---------------------------------------------------------------------------
-    def _commit(self, team: str, manifest: dict[str, Any], event: dict[str, Any]) -> None:
+    def _commit(self, team: str, manifest: Any, event: dict[str, Any]) -> None:
         """Caller holds the team lock. Journal first: from then on the move completes, now or on replay."""
         journal = {"manifest": manifest, "event": self._stamp(event)}
         fsutil.atomic_write_json(self._team_dir(team) / PENDING, journal)
@@ -730,11 +731,11 @@ class Registry:
             fsutil.append_line(self.home / HISTORY, line, unless_contains=marker)
 
     @_locked
-    def append_history(self, event: dict[str, Any]) -> dict[str, Any]:
+    def append_history(self, event: dict[str, Any]) -> HistoryEvent:
         event = self._stamp(event)
         self.home.mkdir(parents=True, exist_ok=True)
         self._append(event)
-        return event
+        return cast(HistoryEvent, event)
 
     def _scan_history(self) -> tuple[list[dict[str, Any]], list[int]]:
         """(events, numbers of damaged lines). A last line without a newline that does not parse is a write
@@ -752,17 +753,17 @@ class Registry:
         for n, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
-            e = _json_line(raw)
-            if e is None:
+            ev = _json_line(raw)
+            if ev is None:
                 bad.append(n)
             else:
-                events.append(e)
-        if tail.strip() and (e := _json_line(tail)) is not None:
-            events.append(e)
+                events.append(ev)
+        if tail.strip() and (ev := _json_line(tail)) is not None:
+            events.append(ev)
         return events, bad
 
     @_locked
-    def history(self, team: str | None = None) -> list[dict[str, Any]]:
+    def history(self, team: str | None = None) -> list[HistoryEvent]:
         """Events in order; IntegrityError when a line is damaged (a torn last line is skipped)."""
         if team is not None:
             self.manifest(team)
@@ -771,7 +772,7 @@ class Registry:
         events, bad = self._scan_history()
         if bad:
             raise IntegrityError(f"{HISTORY} line {bad[0]} is damaged ({len(bad)} damaged line(s)); {VERIFY_HINT}")
-        return [e for e in events if team is None or e.get("team") == team]
+        return [cast(HistoryEvent, e) for e in events if team is None or e.get("team") == team]
 
     # -- maintenance -------------------------------------------------------------------------------
     def _version_ids(self) -> list[str]:
@@ -828,7 +829,7 @@ class Registry:
         return {"problems": problems, "lineages": docs, "manifests": manifests, "events": events}
 
     @_locked
-    def verify(self) -> dict[str, Any]:
+    def verify(self) -> VerifyReport:
         """Check every stored file: version bytes against their id, teamtr.json against the hash its lineage
         recorded, no extra files; lineages, aliases, parents, manifests, specs and the history parse and
         point at stored versions; each team's pin events match its manifest revision."""
@@ -940,7 +941,7 @@ class Registry:
         dirs = [self.home, self.home / "lineages", *self._team_dirs()]
         return sorted(p for d in dirs if d.is_dir() for p in d.glob(".*.tmp") if p.is_file())
 
-    def gc(self, dry_run: bool = True) -> dict[str, Any]:
+    def gc(self, dry_run: bool = True) -> GcReport:
         """Remove versions no manifest, alias or history event pins, leftover temp dirs and temp files (dry run
         by default). Holds the registry lock exclusive; refuses (IntegrityError) when a lineage, manifest, spec or
         the history is damaged, since what it keeps is computed from them."""
@@ -949,7 +950,7 @@ class Registry:
         if not self.home.is_dir():
             if self.home.exists():
                 raise InputError(f"registry home {self.home} is not a directory (check TEAMTR_HOME)")
-            return report
+            return cast(GcReport, report)
         with self.registry_lock(exclusive=True):
             s = self._structure()
             if s["problems"]:
@@ -973,7 +974,7 @@ class Registry:
                     p.unlink(missing_ok=True)
         report.update(remove=doomed, keep=len(keep), bytes=freed, live_tmp=live,
                       stale_tmp=[self._rel(p) for p in stale_tmp], stale_files=[self._rel(p) for p in stale_files])
-        return report
+        return cast(GcReport, report)
 
     def _collect(self, vid: str, docs: dict[str, dict[str, Any]]) -> None:
         lineages = sorted(lin for lin, doc in docs.items() if any(e["id"] == vid for e in doc["versions"]))

@@ -40,6 +40,8 @@ class GenResult:
 
 @runtime_checkable
 class Backend(Protocol):
+    tokenizer: Any  # the base model's tokenizer (rollouts encode prompts with it)
+
     def ensure_adapter(self, version: str, path: Path) -> None:
         """Load an immutable adapter version under its id (idempotent)."""
 

@@ -218,7 +218,8 @@ def load_base_model(base: BaseRef, dtype: str = "auto", device: str = "cpu") -> 
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype(dtype, device)).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype(dtype, device))
+    model = model.to(device)
     model.eval()
     model.requires_grad_(False)
     # A frozen lm_head fed a non-contiguous slice makes torch copy the whole vocab weight per sequence

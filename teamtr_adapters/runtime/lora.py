@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from ..spec import LoraSpec
 from .base import BaseRef, load_base_model
@@ -23,7 +24,7 @@ def init_adapters(base: BaseRef, lora: LoraSpec, seeds: dict[str, int], out_root
 
     model, _ = load_base_model(base, dtype="float32")
     cfg = lora_config(lora, base.name)
-    peft_model = None
+    peft_model: Any = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft notes that it rewrote base_model_name_or_path; we set it back
         for name, seed in seeds.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import TaskError
 from ..spec import RoleSpec, TeamSpec
@@ -58,7 +58,7 @@ def check_fits(prompt_len: int, max_new_tokens: int, context_window: int | None,
                         f"max_new_tokens")
 
 
-def rollout(backend: Backend, spec: TeamSpec, items: Sequence[Any], *, pins: dict[str, str | None],
+def rollout(backend: Backend, spec: TeamSpec, items: Sequence[Any], *, pins: Mapping[str, str | None],
             group_size: int = 1, seed: int = 0, tokenizer: Any = None, task: Any = None,
             temperature: float | None = None, top_p: float | None = None, context_window: int | None = None,
             prefix: Sequence[Episode] | None = None, from_turn: int | Sequence[int] = 0,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import TaskError
 from ..spec import ProtocolSpec, RoleSpec, TeamSpec
+from ..types import AgentStats, EvalReport, TeamScore
 from .backend import Backend, create_backend
 from .base import BaseRef
 from .protocol import rollout
@@ -42,7 +43,7 @@ class Team:
         return f"{name} ({version[:8]})" if name else version[:12]
 
     def rollout(self, items: Sequence[Any], group_size: int = 1, seed: int = 0, *,
-                pins: dict[str, str | None] | None = None, spec: TeamSpec | None = None,
+                pins: Mapping[str, str | None] | None = None, spec: TeamSpec | None = None,
                 temperature: float | None = None, progress: Progress | None = None, **kw: Any) -> list[Episode]:
         """Team episodes on `items` (see `protocol.rollout`); `pins`/`spec` override the team's."""
         return rollout(self.backend, spec or self.spec, items, pins=pins or self.pins, group_size=group_size,
@@ -65,7 +66,7 @@ class Team:
 
     def evaluate(self, n: int = 32, k: int = 1, seed: int = 0, split: str = "heldout", *, base_alone: bool = True,
                  temperature: float | None = None, progress: Progress | None = None
-                 ) -> tuple[dict[str, Any], list[Episode], list[Episode]]:
+                 ) -> tuple[EvalReport, list[Episode], list[Episode]]:
         """Accuracy of the team (and of the base alone on the same prompts): (report, team eps, base eps)."""
         from ..tasks.base import check_eval_args
 
@@ -80,7 +81,7 @@ class Team:
             base_eps = self.rollout(items, k, seed, pins={"base": None}, spec=self.base_alone_spec(),
                                     temperature=temperature,
                                     progress=progress and (lambda t, _n: progress(self.spec.n_turns + t, total)))
-        report = {"team": self.spec.name, "task": self.task.name, "split": split, "n": n, "k": k, "seed": seed,
+        report: EvalReport = {"team": self.spec.name, "task": self.task.name, "split": split, "n": n, "k": k, "seed": seed,
                   "temperature": self.spec.sampling.temperature if temperature is None else temperature,
                   "team_result": self.score(team_eps, k),
                   "wall_s": round(time.perf_counter() - start, 2)}
@@ -90,7 +91,7 @@ class Team:
             report["gain_avg@k"] = round(report["team_result"]["avg@k"] - report["base_alone"]["avg@k"], 4)
         return report, team_eps, base_eps
 
-    def score(self, episodes: list[Episode], k: int) -> dict[str, Any]:
+    def score(self, episodes: list[Episode], k: int) -> TeamScore:
         """avg@k (mean reward), pass@k (share of prompts with a correct sample), answer rates, tokens."""
         by_item: dict[int, list[float]] = {}
         for ep in episodes:
@@ -108,9 +109,9 @@ class Team:
 
         return self.task.answer_format(text) in EXPLICIT_FORMATS
 
-    def _agent_stats(self, episodes: list[Episode]) -> dict[str, Any]:
+    def _agent_stats(self, episodes: list[Episode]) -> dict[str, AgentStats]:
         """Per role: version, messages, mean tokens per message, share with an explicit answer format."""
-        stats: dict[str, Any] = {}
+        stats: dict[str, AgentStats] = {}
         for role in self.spec.role_names:
             turns = [t for ep in episodes for t in ep.turns if t.role == role]
             stats[role] = {"version": self.label(self.pins[role]), "messages": len(turns),

@@ -164,9 +164,10 @@ class TeamModel:
         name = self.adapter_name(version)
         for module in self.peft.modules():
             if isinstance(module, LoraLayer) and name in module.lora_A:
-                weight = module.get_base_layer().weight
+                layer: Any = module  # peft types LoraLayer as a mixin: get_delta_weight is on its subclasses
+                weight = layer.get_base_layer().weight
                 orig = self._saved.setdefault(module, weight.detach().clone())
-                delta = module.get_delta_weight(name)
+                delta = layer.get_delta_weight(name)
                 weight.data.copy_((orig.float() + delta.float()).to(weight.dtype))
 
     def _restore(self) -> None:
@@ -192,6 +193,7 @@ class TeamModel:
                 return self._sample(requests, self._row_names(requests[0].version, len(requests)),
                                     temperature, top_p, gen)
             if single:
+                assert requests[0].version is not None  # the bare base (None) was sampled above
                 self._merge(requests[0].version)
                 try:
                     return self._sample(requests, None, temperature, top_p, gen)

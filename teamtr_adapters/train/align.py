@@ -114,6 +114,7 @@ def distil(tm: Any, incumbent: str, work: WorkingCopy, rows: LossRows, cfg: Alig
         if step < cfg.steps:
             opt.step()
             opt.zero_grad(set_to_none=True)
+    assert best is not None  # set at step 0 unless it returned
     with torch.no_grad():
         for p, saved in zip(work.params, best[1]):
             p.copy_(saved)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..types import PairedChange, RankCorrelation, TrainStats
+
 
 @dataclass
 class UpdateRecord:
@@ -133,7 +135,7 @@ MIN_RANK_PAIRS = 10
 
 
 def rank_correlation(xs: list[float], ys: list[float], *, min_pairs: int = MIN_RANK_PAIRS,
-                     seed: int = 0) -> dict[str, Any] | None:
+                     seed: int = 0) -> RankCorrelation | None:
     """Spearman's rank correlation of paired values with a 95% percentile-bootstrap interval over pairs
     (scipy), as {"rho", "ci95": [lo, hi], "n"}; None with fewer than `min_pairs` pairs or no spread."""
     if len(xs) != len(ys) or len(xs) < min_pairs or len(set(xs)) < 2 or len(set(ys)) < 2:
@@ -159,9 +161,9 @@ def rank_correlation(xs: list[float], ys: list[float], *, min_pairs: int = MIN_R
     return {"rho": rho, "ci95": ci, "n": len(xs)}
 
 
-def paired_change(before: list[float], after: list[float]) -> dict[str, Any] | None:
+def paired_change(before: list[float], after: list[float]) -> PairedChange:
     """The paired change of per-prompt scores (same prompts, same seeds): mean of after - before with a
-    95% t interval over prompts (scipy), and both means. None without pairs."""
+    95% t interval over prompts (scipy), and both means. ValueError without pairs."""
     if len(before) != len(after) or not before:
         raise ValueError("paired_change needs two score lists of the same non-zero length")
     import numpy as np
@@ -183,7 +185,7 @@ def _mean(vals: Iterable[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def summarise(records: list[UpdateRecord]) -> dict[str, Any]:
+def summarise(records: list[UpdateRecord]) -> TrainStats:
     """Run-level figures: updates, accepted versions, no-signal updates, the out-of-region rate on held-out
     states and the hard check's rolled-back excursions, stale gap, KL, occupancy divergence, budget, wall time,
     and the certificate's rank correlation with the measured reward change (updates observed alone)."""

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..runtime.rows import LossRows, agent_rows
+from ..types import KLSummary
 from .losses import log_softmax_t, token_kl
 
 Progress = Callable[[str, int, int], None]
@@ -46,7 +47,7 @@ def kl_pass(tm: Any, ref_version: str, version: str, rows: LossRows, *, temperat
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def kl_summary(kl: torch.Tensor, rows: LossRows) -> dict[str, Any]:
+def kl_summary(kl: torch.Tensor, rows: LossRows) -> KLSummary:
     """Mean D_tok over the states, its standard error clustered by message (0 for one message), p99, max,
     and the number of states and messages."""
     n = int(kl.numel())

@@ -47,7 +47,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 
@@ -58,6 +58,7 @@ from ..runtime.engine import close_engine, rollout_engine
 from ..runtime.logprob_gap import logprob_gap
 from ..runtime.records import Episode
 from ..spec import TeamSpec
+from ..types import HeldoutEval, LogprobGapSummary, RunSummary
 from . import baselines
 from .diagnostics import DiagnosticsLog, UpdateRecord, certificate, paired_change, summarise
 from .losses import AdaptiveBeta, LossConfig, group_advantages
@@ -107,11 +108,12 @@ class TrainConfig:
     fresh_prompts: bool = False  # new prompts for every training rollout set (no suffix reuse)
     gamma: float = 0.5  # the certificate's discount (TEAMTR.md; the paper does not state its value)
 
-    def resolved(self, spec: TeamSpec) -> "TrainConfig":
+    def resolved(self, spec: TeamSpec) -> "ResolvedTrainConfig":
         tr = spec.trust_region
-        out = replace(self, **{k: getattr(tr, k if k != "prompts" else "prompts_per_update")
+        out = cast("ResolvedTrainConfig", replace(
+            self, **{k: getattr(tr, k if k != "prompts" else "prompts_per_update")
                                for k in ("lr", "delta", "beta0", "max_backtracks", "clip_eps", "adv_clip", "ratio",
-                                         "group_size", "prompts") if getattr(self, k) is None})
+                                         "group_size", "prompts") if getattr(self, k) is None}))
         baselines.check_method(out.method)
         checks = [(out.resample in ("suffix", "full"), "--resample must be 'suffix' or 'full'"),
                   (out.kl_control in ("adaptive", "fixed"), "--kl-control must be 'adaptive' or 'fixed'"),
@@ -129,6 +131,21 @@ class TrainConfig:
             if not ok:
                 raise InputError(msg)
         return out
+
+
+if TYPE_CHECKING:
+    class ResolvedTrainConfig(TrainConfig):
+        """For the type checker: what `TrainConfig.resolved` returns, the spec's values in place of None."""
+
+        lr: float
+        delta: float
+        beta0: float
+        max_backtracks: int
+        clip_eps: float
+        adv_clip: float
+        ratio: str
+        group_size: int
+        prompts: int
 
 
 @dataclass
@@ -163,7 +180,7 @@ class RunResult:
     run_id: str
     run_dir: Path
     records: list[UpdateRecord]
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary = field(default_factory=lambda: cast(RunSummary, {}))
 
 
 def _seed(*parts: Any) -> int:
@@ -175,13 +192,14 @@ class Trainer:
     rollout engine (`backend`: the TeamModel for "hf", else e.g. "vllm" or "vllm-server=URL"; `dtype`: the
     rollouts' dtype, "auto" = the trainer's float32), the current pins, per-agent KL coefficients and the run's
     diagnostics log. `reward_fn` replaces the
-    task verifier's reward of every rollout (a synthetic task for experiments and tests). Use it as a
+    task verifier's reward of every rollout (a synthetic task for experiments and tests); `on_record` is called
+    with each update record as it is written (`train.tracking`). Use it as a
     context manager (or call `close`) to shut a separate engine down."""
 
     def __init__(self, registry: Registry, team: str, cfg: TrainConfig, *, device: str = "auto",
                  dtype: str = "auto", progress: Progress | None = None, run_dir: Path | None = None,
                  single_role: str | None = None, reward_fn: Callable[[Episode], float] | None = None,
-                 backend: str = "hf") -> None:
+                 backend: str = "hf", on_record: Callable[[UpdateRecord], None] | None = None) -> None:
         from ..runtime.open import open_team_model
         from ..tasks import get_task
 
@@ -215,6 +233,7 @@ class Trainer:
         self.log = DiagnosticsLog(self.run_dir / "updates.jsonl")
         self.progress = progress or (lambda phase, done, total: None)
         self.reward_fn = reward_fn
+        self.on_record = on_record  # called with each record as it is written (e.g. an experiment tracker)
         self.records: list[UpdateRecord] = []  # finished records, in order
         self.pending: list[tuple[UpdateRecord, tuple[Any, ...]]] = []  # committed updates (and their
         #   prompts) waiting for a rollout of the new team on the same prompts, for their reward_after
@@ -300,7 +319,7 @@ class Trainer:
             rec.diag_tokens += ro.tokens
             self.observe(ro)
 
-    def evaluate(self, n: int, seed: int) -> dict[str, Any]:
+    def evaluate(self, n: int, seed: int) -> HeldoutEval:
         """Mean reward (accuracy for 0/1 rewards) of the current team on `n` held-out prompts x `eval_k`
         samples, and each prompt's score (for a paired comparison: same prompts, same seed)."""
         items = self.task.sample(n, seed=seed, split="heldout")
@@ -412,7 +431,7 @@ class Trainer:
         opt = torch.optim.Adam(work.params, lr=c.lr)
         tr = TrustRegion(work.params, opt, c.delta, max_backtracks=c.max_backtracks, shrink=c.shrink,
                          hard=c.hard_check)
-        cache: list[torch.Tensor] = []
+        cache: list[torch.Tensor | None] = []
         m = work.run_pass(rows, cache, beta.beta, backward=steps > 0)  # at the parent: D_tok = 0
         for k in range(steps):
             self.progress("optimise", k, steps)
@@ -490,6 +509,8 @@ class Trainer:
         for rec in records:
             self.records.append(rec)
             self.log.write(rec)
+            if self.on_record is not None:
+                self.on_record(rec)
 
     def write_config(self, extra: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -498,26 +519,28 @@ class Trainer:
              "pins_before": self.pins, **extra},
             indent=2, sort_keys=True))
 
-    def write_summary(self, extra: dict[str, Any]) -> dict[str, Any]:
-        summary = {"run": self.run_id, "team": self.team, "method": self.cfg.method, "backend": self.backend,
+    def write_summary(self, extra: dict[str, Any]) -> RunSummary:
+        summary = cast(RunSummary, {
+                   "run": self.run_id, "team": self.team, "method": self.cfg.method, "backend": self.backend,
                    **summarise(self.records), "logprob_gap": gap_summary(self.records),
-                   "pins_after": dict(self.pins), "run_dir": str(self.run_dir), **extra}
+                   "pins_after": dict(self.pins), "run_dir": str(self.run_dir), **extra})
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return summary
 
 
-def gap_summary(records: list[UpdateRecord]) -> dict[str, float]:
+def gap_summary(records: list[UpdateRecord]) -> LogprobGapSummary:
     """The engine-vs-trainer log-prob gap over a run: token-weighted means of the per-update gaps
     (signed, absolute, k3 KL) and the largest absolute gap."""
     gaps = [r.logprob_gap for r in records if r.logprob_gap and r.logprob_gap["tokens"]]
     n = sum(g["tokens"] for g in gaps)
     if not n:
         return {"tokens": 0, "mean": 0.0, "mean_abs": 0.0, "max_abs": 0.0, "kl_k3": 0.0}
-    return {"tokens": n, **{k: sum(g[k] * g["tokens"] for g in gaps) / n for k in ("mean", "mean_abs", "kl_k3")},
-            "max_abs": max(g["max_abs"] for g in gaps)}
+    return cast(LogprobGapSummary, {
+        "tokens": n, **{k: sum(g[k] * g["tokens"] for g in gaps) / n for k in ("mean", "mean_abs", "kl_k3")},
+        "max_abs": max(g["max_abs"] for g in gaps)})
 
 
-def _no_signal_reason(data: Rollouts, rows: LossRows, c: TrainConfig) -> str:
+def _no_signal_reason(data: Rollouts, rows: LossRows, c: ResolvedTrainConfig) -> str:
     """Why an update has nothing to learn from, with what to change."""
     if not len(rows):
         return "the agent wrote no tokens in these rollouts; raise --max-new-tokens"
@@ -581,6 +604,7 @@ def run_stages(t: Trainer, stages: int, *, first_stage: int = 0, token_budget: i
                     fresh = None
                 # (diag_fresh with nothing changed since: `fresh` is still a rollout of the current team)
                 # 2. one component update of `role`, under the trust region
+                assert data is not None and stage_start is not None  # set at i == 0
                 rec, work = t.update(role, data, stage=stage, stage_start=stage_start, fresh=fresh,
                                      happo=happo if c.method == "stale-is" else None)
                 if c.method == "joint":

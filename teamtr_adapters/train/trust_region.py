@@ -30,7 +30,7 @@ class ParamSnapshot:
     def restore(self) -> None:
         for p, s in zip(self.params, self.saved):
             p.copy_(s)
-        if self.optimizer is not None:
+        if self.optimizer is not None and self.opt_state is not None:
             self.optimizer.load_state_dict(copy.deepcopy(self.opt_state))
 
 
@@ -83,7 +83,7 @@ class TrustRegion:
         inside = d_tok == d_tok and d_tok <= self.delta  # NaN counts as outside
         if not inside:
             self.stats.out_of_region_events += 1
-        if not self.pending:
+        if self._before is None or self._after is None:  # no pending step
             return ACCEPT
         if inside or not self.hard:
             self._finish()
