@@ -57,6 +57,7 @@ class HistoryEvent(TypedDict):
     ts: str
     user: str
     host: str
+    id: str  # unique per event (the pin journal replays an event at most once)
     event: str
     team: NotRequired[str]
     revision: NotRequired[int]
