@@ -1,5 +1,5 @@
 """Candidate solvers for the swap gate on the embedded model (used by `benchmarks/gate_calibration.py
---embedded` and `scripts/demo_swap.sh`). Run as a script: `python -m benchmarks.gate_candidates OUT_DIR`
+--embedded` and `scripts/demo_swap.sh`). Run as a script: `python -m benchmarks.gate_candidates OUT_DIR [STEPS]`
 writes OUT_DIR/{equal,worse} for the `math-trio` team of $TEAMTR_HOME.
 
 - `equal`: a fresh LoRA init with another seed (A random, B = 0): it computes exactly what the base
@@ -79,7 +79,8 @@ if __name__ == "__main__":
     from teamtr_adapters import Registry
 
     out = Path(sys.argv[1])
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 30  # the wrong-answer loss is ~0.004 after 10 steps
     out.mkdir(parents=True, exist_ok=True)
     reg = Registry()
     print(make_equal(reg, "math-trio", out))
-    print(make_worse(reg, "math-trio", "solver", out))
+    print(make_worse(reg, "math-trio", "solver", out, steps=steps))

@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$(dirname "$0")/.."
 
 step "two candidate solvers: an equally good one (fresh LoRA init, other bytes) and a worse one (trained toward wrong answers)"
-"$PY" -m benchmarks.gate_candidates "$work"
+"$PY" -m benchmarks.gate_candidates "$work" 10
 
 step "gated swap, equally good candidate: ACCEPTED (exit 0) or INCONCLUSIVE (exit 7), not refused ($N prompts, $LOOKS looks)"
 code=0
