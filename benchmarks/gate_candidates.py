@@ -64,12 +64,12 @@ def make_worse(reg, team: str, role: str, out: Path, *, prompts: int = 16, steps
             labels = torch.tensor([[-100] * len(prompt) + target])
             loss = pm(input_ids=ids, labels=labels).loss / len(data)
             loss.backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
         opt.step()
         opt.zero_grad(set_to_none=True)
         print(f"worse solver: step {step + 1}/{steps} loss {loss_sum:.3f}", file=sys.stderr)
     target = out / "worse"
-    pm.save_pretrained(str(target))
+    pm.save_pretrained(str(target), save_embedding_layers=False)  # no Hub lookup of the base's config
     (target / "README.md").unlink(missing_ok=True)
     LoraConfig.from_pretrained(str(target))
     return target
