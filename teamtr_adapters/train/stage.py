@@ -402,12 +402,11 @@ class Trainer:
                 rec.occupancy_div = occupancy_divergence(self.tm, fresh.episodes, stage_start.pins, role,
                                                          temperature=self.loss_cfg.temperature,
                                                          batch_size=c.micro_batch)[0]
-            if c.probe_prompts and work.changed():  # an unchanged copy is at D_tok 0 everywhere
+            # an unchanged copy is at D_tok 0 by construction: only changed versions are probed (and counted)
+            if c.probe_prompts and work.changed():
                 probe = self.probe(role, rec.update)
                 rec.d_tok_heldout = work.measure(agent_rows(probe.episodes, role, [0.0] * len(probe.episodes))).d_mean
                 rec.diag_tokens += probe.tokens
-            elif c.probe_prompts:
-                rec.d_tok_heldout = 0.0
             if rec.d_tok_heldout is not None:
                 rec.out_of_region = rec.d_tok_heldout > c.delta
             sm = m if stage_start is data else work.measure(
