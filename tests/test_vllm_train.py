@@ -141,7 +141,8 @@ def test_gate_through_vllm_accepts_identical_weights_like_hf(team, cli, tmp_path
     twin = same_weights_new_id(v1, tmp_path / "twin")
     reports = {}
     for backend in ("vllm", "hf"):
-        code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "4", "--dry-run", "--backend", backend,
+        code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "8", "--looks", "1", "--epsilon", "0.5",
+                             "--dry-run", "--backend", backend,
                              "--device", "cpu", "--dtype", "float32", "--json")
         assert code == 0, err
         reports[backend] = json.loads(out)["report"]
@@ -149,7 +150,7 @@ def test_gate_through_vllm_accepts_identical_weights_like_hf(team, cli, tmp_path
     assert vllm["backend"] == "vllm" and hf["backend"] == "hf"
     assert vllm["candidate"]["id"] != vllm["incumbent"]["id"]
     for rep in (vllm, hf):
-        assert rep["d_tok"] == 0.0 and rep["kl_states"] > 0 and rep["contexts"] == 4
+        assert rep["d_tok"] == 0.0 and rep["kl_states"] > 0 and rep["contexts"] == 8
         assert rep["accepted"] and rep["decision"] == "accepted" and rep["reasons"] == []
 
 
@@ -175,9 +176,10 @@ def test_train_and_gate_through_a_vllm_server(team, cli, vllm_base_dir, tmp_path
         server = create_backend(f"vllm-server={url}", resolve_base(str(vllm_base_dir)))
         assert server.engine_versions() == sorted(set(after.values()))
         twin = same_weights_new_id(team.version_path(after["solver"]), tmp_path / "twin")
-        code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "4", "--backend", f"vllm-server={url}",
+        code, out, err = cli("swap", "solver", str(twin), "--gate", "--n", "8", "--looks", "1", "--epsilon", "0.5",
+                             "--backend", f"vllm-server={url}",
                              "--device", "cpu", "--dtype", "float32", "--json")
     assert code == 0, err
     rep = json.loads(out)["report"]
-    assert rep["backend"] == f"vllm-server={url}" and rep["d_tok"] == 0.0 and rep["contexts"] == 4
+    assert rep["backend"] == f"vllm-server={url}" and rep["d_tok"] == 0.0 and rep["contexts"] == 8
     assert rep["accepted"] and team.pins("tiny-duo")["solver"] == rep["candidate"]["id"]
