@@ -351,49 +351,7 @@ def race_pushes(envs: list[dict[str, str]], repo: str, team: str = "tiny-duo") -
 
 
 # -- the campaign's own setup (the pytest tests use the conftest/hub_fixtures fixtures instead) ----------
-def make_tiny_base(out: Path) -> Path:
-    """A tiny random Llama (as conftest's `tiny_base_dir`) with the embedded model's tokenizer."""
-    import shutil
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from teamtr_adapters.runtime.base import resolve_base
-
-    embedded = resolve_base("embedded")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    for f in embedded.path.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy(f, out / f.name)
-    (out / "teamtr_base.json").write_text(json.dumps({"name": "tiny-llama"}))
-    return out
-
-
-TINY_SPEC = """
-name = "tiny-duo"
-base = "{base}"
-[task]
-name = "arithmetic"
-[lora]
-rank = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-[trust_region]
-group_size = 2
-prompts_per_update = 2
-[[roles]]
-name = "solver"
-system_prompt = "Solve the problem."
-max_new_tokens = 6
-[[roles]]
-name = "critic"
-system_prompt = "Check the answer."
-max_new_tokens = 6
-"""
+from benchmarks.chaos import TINY_SPEC, make_tiny_base  # noqa: E402,F401  (used by the hub campaign)
 
 
 @contextlib.contextmanager

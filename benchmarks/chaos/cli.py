@@ -54,48 +54,7 @@ def snapshot(home: Path) -> dict[str, bytes]:
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
-def make_tiny_base(out: Path) -> Path:
-    """A tiny random Llama (2 layers, hidden 64) with the embedded model's tokenizer (as tests/conftest.py)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from teamtr_adapters.runtime.base import resolve_base
-
-    if (out / "config.json").is_file():
-        return out
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    for f in resolve_base("embedded").path.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy(f, out / f.name)
-    (out / "teamtr_base.json").write_text(json.dumps({"name": "tiny-llama"}))
-    return out
-
-
-TINY_SPEC = """
-name = "tiny-duo"
-base = "{base}"
-[task]
-name = "arithmetic"
-[lora]
-rank = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-[trust_region]
-group_size = 2
-prompts_per_update = 2
-[[roles]]
-name = "solver"
-system_prompt = "Solve the problem."
-max_new_tokens = 6
-[[roles]]
-name = "critic"
-system_prompt = "Check the answer."
-max_new_tokens = 6
-"""
+from . import TINY_SPEC, make_tiny_base  # noqa: E402  (shared with the hub campaign)
 
 
 def make_tiny_team(home: Path, base_dir: Path) -> None:
