@@ -6,7 +6,7 @@
 For every method (teamtr, stale, stale-is, resample-every-k, joint, single) and seed: a fresh math-trio registry,
 the held-out accuracy of the untrained team on a fixed evaluation set (same prompts, same sampling seeds every
 time), then TeamTR stages (or the baseline's) until the run has generated `--budget` training tokens, with the
-held-out accuracy measured again after every `--eval-every` stages. `single` trains one adapter answering alone
+held-out accuracy measured again at `--eval-points` points evenly spaced in tokens. `single` trains one adapter answering alone
 (the base model alone is its untrained start). Reported per method: accuracy before -> after with the paired 95%
 interval (prompts x seeds as units), training tokens, wall time, out-of-region rate on held-out states (the same
 probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
@@ -33,18 +33,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=int, default=5000, help="training tokens per run")
+    ap.add_argument("--budget", type=int, default=9000, help="training tokens per run")
     ap.add_argument("--difficulty", default="1,2", help="arithmetic levels of the team's task (1: one digit, 2: two)")
     ap.add_argument("--eval", dest="eval_n", type=int, default=128, help="held-out prompts")
     ap.add_argument("--eval-k", type=int, default=1, help="samples per held-out prompt")
-    ap.add_argument("--eval-every", type=int, default=0, help="stages between held-out evaluations (0: only "
-                    "before and after)")
-    ap.add_argument("-P", "--prompts", type=int, default=4)
+    ap.add_argument("--eval-points", type=int, default=2, help="held-out evaluations along a run, evenly spaced "
+                    "in training tokens (after the first stage that reaches budget*j/K, j = 1..K; 1: only the end)")
+    ap.add_argument("-P", "--prompts", type=int, default=8)
     ap.add_argument("-G", "--group-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--delta", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--delta", type=float, default=0.05)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--temperature", type=float, default=0.5, help="sampling temperature of training and "
+                    "evaluation (default: the team spec's)")
     ap.add_argument("--dtype", default="bfloat16", help="rollout dtype (the trainer is float32; bf16 rollouts are "
                     "corrected by truncated IS)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT/runs.jsonl")
@@ -54,7 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.methods, a.seeds, a.budget, a.eval_n, a.prompts, a.group_size = "teamtr,stale", 1, 100, 8, 2, 2
-        a.max_new_tokens, a.steps, a.eval_every = 8, 1, 1
+        a.max_new_tokens, a.steps, a.eval_points = 8, 1, 2
         a.out = a.out / "quick" if a.out == Path("benchmarks/results/learning") else a.out
     a.methods = [m for m in a.methods.split(",") if m]
     bad = [m for m in a.methods if m not in METHODS]
@@ -83,15 +85,19 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             key = (seed, method == "single")
             first = untrained.get(key) or untrained.setdefault(key, t.evaluate(a.eval_n, eval_seed))
             curve = [{"tokens": 0, "wall_s": 0.0, "accuracy": first["accuracy"]}]
-            train_s, stage, ev = 0.0, 0, first
-            chunk = a.eval_every or 10_000
+            train_s, stage, ev, point = 0.0, 0, first, 1
             while sum(r.tokens for r in t.records) < a.budget:
                 s0 = time.perf_counter()
-                run_stages(t, chunk, first_stage=stage, token_budget=a.budget)
+                run_stages(t, 1, first_stage=stage, token_budget=a.budget)
                 train_s += time.perf_counter() - s0
-                stage += chunk
+                stage += 1
+                tokens = sum(r.tokens for r in t.records)
+                if tokens < a.budget * point / a.eval_points:
+                    continue
+                while point <= a.eval_points and tokens >= a.budget * point / a.eval_points:
+                    point += 1
                 ev = t.evaluate(a.eval_n, eval_seed)
-                curve.append({"tokens": sum(r.tokens for r in t.records), "wall_s": round(train_s, 1),
+                curve.append({"tokens": tokens, "wall_s": round(train_s, 1),
                               "accuracy": ev["accuracy"]})
                 print(f"  {method} seed {seed}: {curve[-1]}", file=sys.stderr, flush=True)
             s = summarise(t.records)
@@ -153,7 +159,8 @@ def plot(runs: list[dict[str, Any]], a: argparse.Namespace, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Held-out accuracy while training math-trio (embedded SmolLM2-135M), one line per seed\n"
                  f"budget {a.budget} tokens, P {a.prompts} x G {a.group_size}, {a.steps} steps, lr {a.lr}, "
-                 f"delta {a.delta}, <= {a.max_new_tokens} tokens/message", fontsize=9)
+                 f"delta {a.delta}, <= {a.max_new_tokens} tokens/message, temperature {a.temperature or 'of the spec'}, "
+                 f"difficulty {a.difficulty}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -183,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = load_spec("math-trio")
         levels = [int(x) for x in a.difficulty.split(",")]
         spec = replace(spec, task=replace(spec.task, params={**spec.task.params, "difficulty": levels}))
+        if a.temperature is not None:
+            spec = replace(spec, sampling=replace(spec.sampling, temperature=a.temperature))
         Registry(template).init_team(spec)
         for seed in range(a.seeds):
             for m in a.methods:
