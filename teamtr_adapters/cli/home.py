@@ -6,7 +6,11 @@ from pathlib import Path
 
 from ..errors import InputError, UnsafeAdapterError
 from ..registry import Registry
+from ..registry.backend import is_hub_location, registry_location
 from ..registry.store import default_home
+
+# The `--registry` value of the command being run (set by the option's callback, reset by `app.run`).
+CHOICE: dict[str, str | None] = {"registry": None}
 
 
 def check_home(home: Path) -> Path:
@@ -23,8 +27,15 @@ def check_home(home: Path) -> Path:
 
 
 def open_registry() -> Registry:
-    """The registry at `$TEAMTR_HOME` (default `~/.teamtr`), after `check_home`."""
-    return Registry(check_home(default_home()))
+    """The registry the command names: `--registry` (a directory or `hf://ORG/REPO[@BRANCH]`), else
+    `$TEAMTR_REGISTRY`, else the local one at `$TEAMTR_HOME` (default `~/.teamtr`); a Hub registry is cached
+    under `$TEAMTR_HOME`. The home is checked first (`check_home`)."""
+    from ..registry import open_registry as open_location
+
+    location = registry_location(CHOICE["registry"])
+    if is_hub_location(location):
+        return open_location(location, check_home(default_home()))
+    return open_location(None, check_home(Path(location).expanduser() if location else default_home()))
 
 
 def default_team(reg: Registry, team: str | None) -> str:
