@@ -1,6 +1,6 @@
 """The Hub-backed registry (`--registry hf://ORG/REPO`) against the loopback Hub: two homes sharing one repo,
-one commit per write with the parent it read, stale writers refused cleanly, lazily downloaded and verified
-weights, offline reads, a missing repo."""
+one commit per write made on the parent it read, stale writers refused cleanly, weights downloaded on first use
+and verified, offline reads, a missing repo, plain-peft loading and bundles to and from a Hub registry."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hub_fixtures import hub  # noqa: F401  (fixture)
+from hub_fixtures import hub, point_client_at, registry_snapshot  # noqa: F401  (fixture)
 
 REG = "org/reg"
 LOC = f"hf://{REG}"
 
 
-def hub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
-    """Point $TEAMTR_HOME at a fresh cache dir `name` and return it."""
+def use_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    """Point $TEAMTR_HOME (the Hub registry's cache) at `tmp_path/name`."""
     home = tmp_path / name
     monkeypatch.setenv("TEAMTR_HOME", str(home))
     return home
@@ -27,17 +27,177 @@ def open_hub(home: Path):
     return open_registry(LOC, home)
 
 
-def test_two_homes_share_one_repo(hub, tmp_path, monkeypatch, tiny_spec, tiny_base):
-    a = open_hub(hub_home(tmp_path, monkeypatch, "home-a"))
-    m = a.init_team(tiny_spec, tiny_base)
-    assert len(hub.commit_log) == 1  # every role's v1, spec, manifest, history, card: one commit
+def mirror_files(reg) -> dict[str, str]:
+    """The registry files of a Hub registry's cache (its bookkeeping in .hub/, locks and tmp aside)."""
+    return {k: v for k, v in registry_snapshot(reg.home).items() if not k.startswith((".hub/", "locks/", "tmp/"))}
+
+
+def one_line_error(code: int, out: str, err: str, expected: int) -> str:
+    assert code == expected, err
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def shared(hub, tmp_path, monkeypatch, tiny_spec, tiny_base):
+    """Team tiny-duo made in the Hub registry from home A; returns the registry opened on home A."""
+    reg = open_hub(tmp_path / "home-a")
+    reg.init_team(tiny_spec, tiny_base)
+    return reg
+
+
+def test_two_homes_share_one_repo(hub, shared, tmp_path, monkeypatch, cli):
+    from huggingface_hub import ModelCard
+
+    a = shared
+    assert len(hub.commit_log) == 1 and hub.commit_log[0]["parent"] is not None  # init: one commit
     files = hub.state.files(REG)
-    assert f"teams/tiny-duo/{'manifest.json'}" in files and "README.md" in files
+    m = a.manifest("tiny-duo")
+    for role, pin in m["roles"].items():
+        assert {f"versions/{pin['id']}/{f}" for f in ("adapter_model.safetensors", "adapter_config.json",
+                                                       "teamtr.json")} <= set(files)
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.library_name == "peft" and "teamtr-adapters" in card.data.tags
+    assert "tiny-duo" in card.text and "`tiny-duo.solver:v1`" in card.text
+    title = json.loads(files["history.jsonl"].decode().splitlines()[-1])
+    assert title["event"] == "init"
+    # home B sees the same registry; listing and showing read only metadata
+    use_home(tmp_path, monkeypatch, "home-b")
+    code, out, err = cli("team", "show", "tiny-duo", "--json", "--registry", LOC)
+    assert code == 0, err
+    assert {k: v for k, v in json.loads(out).items() if k != "spec"} == m
     b = open_hub(tmp_path / "home-b")
-    assert b.manifest("tiny-duo") == m
     assert [v.ref for v in b.list_versions()] == [v.ref for v in a.list_versions()]
-    # listing read only metadata: no weights in home b yet
     assert not list((b.home / "versions").glob("*/adapter_model.safetensors"))
-    vid = m["roles"]["solver"]["id"]
-    path = b.version_path(vid)
-    assert (path / "adapter_model.safetensors").is_file()
+    # a write from B (a new version and an alias) is seen by A; version numbers continue
+    v1 = m["roles"]["solver"]["id"]
+    src = b.export(f"tiny-duo.solver:{v1[:12]}", tmp_path / "exp")
+    (src / "teamtr.json").unlink()
+    from safetensors.numpy import load_file, save_file
+    t = load_file(src / "adapter_model.safetensors")
+    save_file({k: v + 1 for k, v in t.items()}, str(src / "adapter_model.safetensors"))
+    info = b.add_version("tiny-duo.solver", src, made_by="import", base=m["base"])
+    b.set_alias("tiny-duo.solver", "best", "v2")
+    assert info.name == "v2" and hub.commit_log[-1]["parent"] == hub.commit_log[-2]["commit"]
+    assert [c.get("added") for c in hub.commit_log[-1:]] and len(hub.commit_log) == 3
+    assert a.resolve("tiny-duo.solver:best").id == info.id
+    assert a.history() == b.history()
+    assert (a.version_path(info.id) / "adapter_model.safetensors").read_bytes() == \
+        (src / "adapter_model.safetensors").read_bytes()
+
+
+def test_commits_are_titled_and_reads_of_an_unchanged_head_cost_one_call(hub, shared, tmp_path):
+    titles = [c["title"] for c in
+              (hub.state.commit_doc(REG, c["commit"]) for c in hub.commit_log)]
+    assert titles == ["init tiny-duo critic, solver"]
+    shared.set_alias("tiny-duo.critic", "stable", "v1")
+    assert hub.state.commit_doc(REG, hub.commit_log[-1]["commit"])["title"] == "update tiny-duo.critic (aliases)"
+    b = open_hub(tmp_path / "home-b")
+    b.list_teams()  # fills the cache
+    n = len(hub.requests)
+    b.list_teams()
+    b.manifest("tiny-duo")
+    assert hub.requests[n:] == [("GET", f"/api/models/{REG}/revision/main")] * 2
+
+
+def test_a_stale_writer_is_refused_and_nothing_is_lost(hub, shared, tmp_path):
+    from teamtr_adapters.errors import ConflictError
+
+    a, b = shared, open_hub(tmp_path / "home-b")
+    b.list_teams()
+    before = mirror_files(a)
+    with pytest.raises(ConflictError, match="changed since this command read it"):
+        with a.hold():  # A reads the head, then B commits before A does
+            a.set_alias("tiny-duo.solver", "mine", "v1")
+            b.set_alias("tiny-duo.solver", "theirs", "v1")
+    assert mirror_files(a) == before  # A's cache is back at the commit it read
+    assert a.aliases("tiny-duo.solver") == {"theirs": "v1"}  # the retry re-reads: B's write is there
+    a.set_alias("tiny-duo.solver", "mine", "v1")
+    assert b.aliases("tiny-duo.solver") == {"theirs": "v1", "mine": "v1"}
+    assert len(hub.commit_log) == 3  # init, B's alias, A's retried alias: the refused commit left nothing
+
+
+def test_cli_stale_writer_exit_5(hub, shared, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "home-a")
+    hub.before_commit = lambda repo, branch: hub.state.commit(repo, branch, {"NOTES.md": b"someone else\n"})
+    err = one_line_error(*cli("adapter", "alias", "tiny-duo.solver:v1", "best", "--registry", LOC), 5)
+    assert "run the command again" in err
+    assert "best" not in shared.aliases("tiny-duo.solver")
+    assert cli("adapter", "alias", "tiny-duo.solver:v1", "best", "--registry", LOC)[0] == 0
+
+
+def test_a_version_tampered_on_the_hub_is_refused_at_load(hub, shared, tmp_path, monkeypatch, cli):
+    vid = shared.pins("tiny-duo")["solver"]
+    path = f"versions/{vid}/adapter_model.safetensors"
+    data = bytearray(hub.state.files(REG)[path])
+    data[-1] ^= 1
+    hub.state.commit(REG, "main", {path: bytes(data)}, title="tamper")
+    c = use_home(tmp_path, monkeypatch, "home-c")
+    err = one_line_error(*cli("adapter", "export", f"tiny-duo.solver:v1", str(tmp_path / "out"), "--registry", LOC), 4)
+    assert "do not hash to its id" in err and vid[:12] in err
+    assert not list(c.rglob("adapter_model.safetensors"))  # nothing cached
+    code, out, _ = cli("registry", "verify", "--json", "--registry", LOC)
+    assert code == 4 and any("do not hash to its id" in p for p in json.loads(out)["problems"])
+    # home A downloaded nothing tampered: its cached bytes (keyed by content id) stay good and are never refetched
+    shared.version_path(vid)
+    assert shared.verify_version(vid) == []
+
+
+def test_offline_reads_from_the_cache_and_refuses_writes(hub, shared, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "home-a")
+    b = open_hub(tmp_path / "home-b")  # B adds a version whose weights A never downloads
+    src = b.export("tiny-duo.solver:v1", tmp_path / "exp")
+    (src / "adapter_config.json").write_text(json.dumps({**json.loads((src / "adapter_config.json").read_text()),
+                                                         "lora_dropout": 0.25}))
+    (src / "teamtr.json").unlink()
+    b.add_version("tiny-duo.solver", src, made_by="import", base=shared.manifest("tiny-duo")["base"])
+    code, online, _ = cli("team", "show", "tiny-duo", "--json", "--registry", LOC)
+    assert code == 0
+    before, calls = mirror_files(shared), len(hub.requests)
+    point_client_at(monkeypatch, hub.url, tmp_path / "hf-cache", offline=True)
+    assert cli("team", "show", "tiny-duo", "--json", "--registry", LOC) == (0, online, "")
+    assert cli("adapter", "export", "tiny-duo.solver:v1", str(tmp_path / "out"), "--registry", LOC)[0] == 0
+    err = one_line_error(*cli("adapter", "alias", "tiny-duo.solver:v1", "x", "--registry", LOC), 2)
+    assert "HF_HUB_OFFLINE=1" in err and "read-only offline" in err
+    err = one_line_error(*cli("adapter", "export", "tiny-duo.solver:v2", str(tmp_path / "out2"), "--registry", LOC), 2)
+    assert "not in the local cache" in err
+    use_home(tmp_path, monkeypatch, "home-new")
+    err = one_line_error(*cli("team", "list", "--registry", LOC), 2)
+    assert "not in the local cache" in err
+    assert len(hub.requests) == calls and mirror_files(shared) == before
+
+
+def test_a_missing_repo_is_one_line(hub, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "home")
+    err = one_line_error(*cli("team", "list", "--registry", "hf://org/nope"), 2)
+    assert "no Hub registry at hf://org/nope" in err and "does not exist" in err
+    monkeypatch.setenv("TEAMTR_REGISTRY", "hf://org/nope")
+    assert one_line_error(*cli("history"), 2) == err
+    assert not hub.state.exists("org/nope")
+
+
+def test_versions_load_with_plain_peft_from_the_repo(hub, shared, tiny_base):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    vid = shared.pins("tiny-duo")["solver"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_base.path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, REG, subfolder=f"versions/{vid}")
+    assert model.peft_config["default"].r == 4
+
+
+def test_bundles_to_and_from_a_hub_registry(hub, shared, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "home-a")
+    code, out, err = cli("hub", "push", "tiny-duo", "org/bundle", "--json", "--registry", LOC)
+    assert code == 0, err
+    # pull the bundle into a local registry, and back into a second Hub registry
+    use_home(tmp_path, monkeypatch, "home-local")
+    assert cli("hub", "pull", "org/bundle")[0] == 0
+    code, out, err = cli("hub", "pull", "org/bundle", "--registry", "hf://org/reg2", "--json")
+    assert code == 0, err
+    n = len(hub.commit_log)
+    assert hub.commit_log[-1]["repo"] == "org/reg2"
+    code, out, _ = cli("team", "show", "tiny-duo", "--json", "--registry", "hf://org/reg2")
+    assert {r: p["id"] for r, p in json.loads(out)["roles"].items()} == shared.pins("tiny-duo")
+    assert len(hub.commit_log) == n

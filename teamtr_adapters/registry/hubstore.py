@@ -155,9 +155,22 @@ class HubRegistry(Registry):
             finally:
                 tx.depth = 0
 
-    def hold(self):
+    @contextmanager
+    def hold(self, write: bool = False) -> Iterator[None]:
         """Several calls as one transaction: one read of the head at the start, one commit at the end."""
-        return self.registry_lock()
+        if not write:
+            with self.registry_lock():
+                yield
+            return
+        self.check_writable()
+        tx = self._tx
+        prev = getattr(tx, "write", False)
+        tx.write = True
+        try:
+            with self.registry_lock():
+                yield
+        finally:
+            tx.write = prev
 
     # -- state of the mirror ---------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any] | None:
@@ -602,7 +615,7 @@ class HubRegistry(Registry):
     @_writer
     def init_team(self, spec: Any, base: Any = None) -> Any:
         """As `Registry.init_team`, in one commit (every role's v1, the spec, the manifest, the init event)."""
-        with self.hold():
+        with self.hold(write=True):
             return super().init_team(spec, base)
 
     def gc(self, dry_run: bool = True) -> Any:
