@@ -201,3 +201,63 @@ def test_bundles_to_and_from_a_hub_registry(hub, shared, tmp_path, monkeypatch, 
     code, out, _ = cli("team", "show", "tiny-duo", "--json", "--registry", "hf://org/reg2")
     assert {r: p["id"] for r, p in json.loads(out)["roles"].items()} == shared.pins("tiny-duo")
     assert len(hub.commit_log) == n
+
+
+RACER = r"""
+import json, sys, tempfile
+from pathlib import Path
+from benchmarks.chaos.registry import fake_adapter, BASE
+from teamtr_adapters.errors import ConflictError
+from teamtr_adapters.registry import open_registry
+loc, home, wid, ops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+reg = open_registry(loc, home)
+src = Path(tempfile.mkdtemp(prefix="hub-racer-"))
+conflicts = 0
+for i in range(ops):
+    d = fake_adapter(src / str(i), [wid, i])
+    while True:
+        try:
+            with reg.hold(write=True):  # one commit: a version of the shared lineage, an alias, an event
+                info = reg.add_version("race.shared", d, made_by="test", base=BASE, metrics={"w": wid, "i": i})
+                reg.set_alias("race.shared", f"w{wid}", info.name)
+                reg.append_history({"event": "race", "writer": wid, "i": i, "version": info.id, "name": info.name})
+            break
+        except ConflictError:
+            conflicts += 1
+    print("add", info.id, info.name, flush=True)
+print("conflicts", conflicts, flush=True)
+"""
+
+
+def test_eight_racing_writers_lose_nothing_and_never_reuse_a_version_number(hub, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    writers, ops = 8, 3
+    # two writers per home: writers of one home queue on its cache lock, homes race on the Hub
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, LOC, str(tmp_path / f"home-{w // 2}"), str(w), str(ops)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+             for w in range(writers)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err
+    adds = {w: [line.split()[1:] for line in out.splitlines() if line.startswith("add ")]
+            for w, (out, _) in enumerate(outs)}
+    conflicts = sum(int(line.split()[1]) for out, _ in outs for line in out.splitlines() if line.startswith("conflicts"))
+    reg = open_hub(tmp_path / "checker")
+    stored = {v.name: v.id for v in reg.list_versions("race.shared")}
+    assert sorted(stored, key=lambda n: int(n[1:])) == [f"v{n}" for n in range(1, writers * ops + 1)]
+    for w, rows in adds.items():
+        assert len(rows) == ops
+        for vid, name in rows:
+            assert stored[name] == vid  # every acknowledged write is there, under the name it was given
+        assert reg.aliases("race.shared")[f"w{w}"] == rows[-1][1]
+    events = [e for e in reg.history() if e.get("event") == "race"]
+    assert sorted((e["writer"], e["i"]) for e in events) == [(w, i) for w in range(writers) for i in range(ops)]
+    assert [e["name"] for e in events] == [f"v{n}" for n in range(1, writers * ops + 1)]  # history order = commit order
+    assert len(hub.commit_log) == writers * ops  # refused commits left nothing; each write is one commit
+    assert reg.verify()["ok"]
+    print(f"racing writers: {writers} x {ops} writes, {conflicts} conflicts retried")
