@@ -261,3 +261,18 @@ def test_eight_racing_writers_lose_nothing_and_never_reuse_a_version_number(hub,
     assert len(hub.commit_log) == writers * ops  # refused commits left nothing; each write is one commit
     assert reg.verify()["ok"]
     print(f"racing writers: {writers} x {ops} writes, {conflicts} conflicts retried")
+
+
+def test_gc_removes_unreachable_versions_from_the_repo_in_one_commit(hub, shared, tmp_path, monkeypatch, cli):
+    from benchmarks.chaos.registry import fake_adapter
+
+    info = shared.add_version("loose", fake_adapter(tmp_path / "loose", 7), made_by="test",
+                              base={"name": "fake", "hash": "f" * 16})
+    assert f"versions/{info.id}/teamtr.json" in hub.state.files(REG)
+    use_home(tmp_path, monkeypatch, "home-b")
+    code, out, err = cli("registry", "gc", "--yes", "--json", "--registry", LOC)
+    assert code == 0, err
+    assert json.loads(out)["remove"] == [info.id]
+    assert not any(p.startswith(f"versions/{info.id}/") for p in hub.state.files(REG))
+    assert hub.state.commit_doc(REG, hub.commit_log[-1]["commit"])["title"] == f"gc {info.id[:12]}"
+    assert info.id not in {v.id for v in shared.list_versions()} and shared.verify()["ok"]

@@ -605,6 +605,10 @@ class HubRegistry(Registry):
                     raise IntegrityError(f"refusing to load: {problem}; {VERIFY_HINT}")
             return super().version_path(vid, verify)
 
+    def lineages(self) -> list[str]:
+        with self.registry_lock():
+            return super().lineages()
+
     # -- writes (refused offline before they start) -------------------------------------------------------
     add_version = _writer(Registry.add_version)
     set_alias = _writer(Registry.set_alias)
@@ -619,7 +623,6 @@ class HubRegistry(Registry):
             return super().init_team(spec, base)
 
     def gc(self, dry_run: bool = True) -> Any:
-        if dry_run:
-            with self.registry_lock():
-                return super().gc(dry_run)
-        return _writer(Registry.gc)(self, dry_run)
+        """As `Registry.gc`; removing is one commit (the version folders and their history events)."""
+        with self.hold(write=not dry_run):  # the cache is filled first: gc decides on the repo's state
+            return super().gc(dry_run)
