@@ -276,3 +276,28 @@ def test_gc_removes_unreachable_versions_from_the_repo_in_one_commit(hub, shared
     assert not any(p.startswith(f"versions/{info.id}/") for p in hub.state.files(REG))
     assert hub.state.commit_doc(REG, hub.commit_log[-1]["commit"])["title"] == f"gc {info.id[:12]}"
     assert info.id not in {v.id for v in shared.list_versions()} and shared.verify()["ok"]
+
+
+def test_a_training_update_from_a_second_home_is_one_titled_commit(hub, shared, tmp_path):
+    from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+
+    def even_first_token(episode) -> float:  # a synthetic reward with spread for the random tiny model
+        return float(episode.turns[-1].message_ids[0] % 2 == 0)
+
+    b = open_hub(tmp_path / "home-b")
+    cfg = TrainConfig(order="critic", steps=2, group_size=4, prompts=2, max_new_tokens=4, lr=1e-2, delta=0.05,
+                      probe_prompts=0, diag_fresh=False)
+    n = len(hub.commit_log)
+    with Trainer(b, "tiny-duo", cfg, single_role="critic", reward_fn=even_first_token, device="cpu",
+                 dtype="float32") as t:
+        result = run_stages(t, 1)
+    [rec] = result.records
+    assert rec.version and rec.version_name == "v2"
+    assert len(hub.commit_log) == n + 1  # the new version and the pin move: one commit
+    commit = hub.commit_log[-1]
+    assert {f"versions/{rec.version}/adapter_model.safetensors", "teams/tiny-duo/manifest.json",
+            "lineages/tiny-duo.critic.json", "history.jsonl", "README.md"} <= set(commit["added"])
+    title = hub.state.commit_doc(REG, commit["commit"])["title"]
+    assert title == f"train tiny-duo critic -> tiny-duo.critic:v2 (run {t.run_id})"
+    assert shared.manifest("tiny-duo") == b.manifest("tiny-duo")
+    assert shared.pins("tiny-duo")["critic"] == rec.version and shared.history() == b.history()
