@@ -301,3 +301,20 @@ def test_a_training_update_from_a_second_home_is_one_titled_commit(hub, shared, 
     assert title == f"train tiny-duo critic -> tiny-duo.critic:v2 (run {t.run_id})"
     assert shared.manifest("tiny-duo") == b.manifest("tiny-duo")
     assert shared.pins("tiny-duo")["critic"] == rec.version and shared.history() == b.history()
+
+
+def test_registry_option_and_variable_name_a_local_directory_too(tiny_team, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "elsewhere")
+    assert json.loads(cli("team", "list", "--json")[1]) == []
+    listed = cli("team", "list", "--json", "--registry", str(tiny_team.home))[1]
+    assert [m["team"] for m in json.loads(listed)] == ["tiny-duo"]
+    monkeypatch.setenv("TEAMTR_REGISTRY", str(tiny_team.home))
+    assert cli("team", "list", "--json")[1] == listed
+
+
+def test_hostile_paths_in_the_repo_are_never_written_to_the_cache(hub, shared, tmp_path):
+    hub.state.commit(REG, "main", {"lineages/x/../../../escape.json": b"{}", "teams/../evil/manifest.json": b"{}",
+                                   "lineages/evil.txt": b"x"}, check_paths=False)
+    b = open_hub(tmp_path / "home-b")
+    assert b.list_teams() == ["tiny-duo"]
+    assert not (tmp_path / "escape.json").exists() and not list(tmp_path.rglob("evil*"))

@@ -55,7 +55,8 @@ from ..errors import ConflictError, InputError, IntegrityError, NotFoundError, T
 from . import fsutil
 from .catalog import DEPRECATED
 from .hub import _quiet_progress, hub_errors, parse_hub_ref
-from .store import HISTORY, ID_RE, MANIFEST, PENDING, SPEC, VERIFY_HINT, Registry, content_hashes, default_home
+from .store import (HISTORY, ID_RE, LINEAGE_RE, MANIFEST, PENDING, SPEC, TEAM_RE, VERIFY_HINT, Registry,
+                    content_hashes, default_home)
 from .validate import CONFIG, META, WEIGHTS
 
 CARD = "README.md"
@@ -198,9 +199,13 @@ class HubRegistry(Registry):
 
     @staticmethod
     def _is_tracked(path: str) -> bool:
+        """A small mutable file of the registry layout (names checked: nothing else is ever written here)."""
         parts = path.split("/")
-        return (path in (HISTORY, DEPRECATED) or (len(parts) == 2 and parts[0] == "lineages")
-                or (len(parts) == 3 and parts[0] == "teams" and parts[2] in (MANIFEST, SPEC)))
+        return (path in (HISTORY, DEPRECATED)
+                or (len(parts) == 2 and parts[0] == "lineages" and parts[1].endswith(".json")
+                    and LINEAGE_RE.fullmatch(parts[1][:-len(".json")]) is not None)
+                or (len(parts) == 3 and parts[0] == "teams" and TEAM_RE.fullmatch(parts[1]) is not None
+                    and parts[2] in (MANIFEST, SPEC)))
 
     def _local_versions(self) -> set[str]:
         d = self.home / "versions"
@@ -337,7 +342,9 @@ class HubRegistry(Registry):
             p.unlink()
         for vid in sorted(versions):
             if not (self.home / "versions" / vid / META).is_file():
-                self._download(f"versions/{vid}/{META}", self.home / "versions" / vid / META)
+                tmp = self.home / ".hub" / "incoming"
+                self._download(f"versions/{vid}/{META}", tmp, MAX_SMALL_FILE)
+                os.replace(tmp, self._mkparent(self.home / "versions" / vid / META))
         for vid in self._local_versions() - versions:
             shutil.rmtree(self.home / "versions" / vid)
         self._state = {"repo": self.repo, "branch": self.branch, "endpoint": _endpoint(), "commit": head,
