@@ -26,7 +26,7 @@ def open_registry(location: str | None = None, home: str | Path | None = None) -
     """The registry at `location` (see the module docstring); `home` is the local registry's dir or, for a Hub
     registry, its cache (default `$TEAMTR_HOME`)."""
     location = registry_location(location)
-    if is_hub_location(location):
+    if location is not None and is_hub_location(location):
         from .hubstore import HubRegistry
 
         return HubRegistry(location, home)

@@ -334,6 +334,7 @@ class HubRegistry(Registry):
                 assert data is not None
                 self._mkparent(dest)
                 os.replace(tmp, dest)
+            assert data is not None
             files[path] = self._keep(data)
         for path, p in local.items():
             if path not in remote:
