@@ -86,7 +86,7 @@ def test_two_homes_share_one_repo(hub, shared, tmp_path, monkeypatch, cli):
         (src / "adapter_model.safetensors").read_bytes()
 
 
-def test_commits_are_titled_and_reads_of_an_unchanged_head_cost_one_call(hub, shared, tmp_path):
+def test_commits_are_titled_and_reads_of_an_unchanged_head_cost_one_call(hub, shared, tmp_path, monkeypatch, cli):
     titles = [c["title"] for c in
               (hub.state.commit_doc(REG, c["commit"]) for c in hub.commit_log)]
     assert titles == ["init tiny-duo critic, solver"]
@@ -98,6 +98,11 @@ def test_commits_are_titled_and_reads_of_an_unchanged_head_cost_one_call(hub, sh
     b.list_teams()
     b.manifest("tiny-duo")
     assert hub.requests[n:] == [("GET", f"/api/models/{REG}/revision/main")] * 2
+    use_home(tmp_path, monkeypatch, "home-b")  # a read command holds the registry: one head read in all
+    for args in (["team", "show", "tiny-duo"], ["adapter", "list"], ["history"], ["adapter", "show", "tiny-duo.solver:v1"]):
+        n = len(hub.requests)
+        assert cli(*args, "--registry", LOC)[0] == 0
+        assert hub.requests[n:] == [("GET", f"/api/models/{REG}/revision/main")], args
 
 
 def test_a_stale_writer_is_refused_and_nothing_is_lost(hub, shared, tmp_path):
@@ -318,3 +323,18 @@ def test_hostile_paths_in_the_repo_are_never_written_to_the_cache(hub, shared, t
     b = open_hub(tmp_path / "home-b")
     assert b.list_teams() == ["tiny-duo"]
     assert not (tmp_path / "escape.json").exists() and not list(tmp_path.rglob("evil*"))
+
+
+def test_two_first_writers_of_a_missing_repo_do_not_both_win(hub, tmp_path):
+    # Before the fix, the second creator took the head after creating the repo (the first one's commit) as its
+    # parent: both wrote v1 of the same lineage and one was lost (seen in the racing-writers test).
+    from benchmarks.chaos.registry import BASE, fake_adapter
+    from teamtr_adapters.errors import ConflictError
+
+    a, b = open_hub(tmp_path / "home-a"), open_hub(tmp_path / "home-b")
+    with pytest.raises(ConflictError, match="changed since this command read it"):
+        with b.hold(write=True):  # B reads: no repo
+            b.add_version("lin", fake_adapter(tmp_path / "b", 1), made_by="test", base=BASE)
+            a.add_version("lin", fake_adapter(tmp_path / "a", 2), made_by="test", base=BASE)  # A creates, commits
+    assert b.add_version("lin", fake_adapter(tmp_path / "b", 1), made_by="test", base=BASE).name == "v2"
+    assert [v.name for v in a.list_versions("lin")] == ["v1", "v2"] and len(hub.commit_log) == 2

@@ -399,9 +399,16 @@ class HubRegistry(Registry):
                 api.create_repo(self.repo, private=True, exist_ok=True)
                 if self.branch != "main":
                     api.create_branch(self.repo, branch=self.branch, exist_ok=True)
-            self._head = self._remote_head()
-            if self._head is None:
+            head = self._remote_head()
+            if head is None:
                 raise TeamTRError(f"{self.url}: the Hub did not create the repo")
+            # This writer read an empty registry: commit on the new head only if it still holds none (a writer
+            # that created the repo first may have committed already), then parent_commit guards the rest.
+            with hub_errors(self.repo):
+                paths = [e.path for e in api.list_repo_tree(self.repo, revision=head, recursive=True)]
+            if any(self._is_tracked(p) or p.startswith("versions/") for p in paths):
+                raise self._conflict()
+            self._head = head
         ops: list[Any] = []
         for vid in added:
             d = self.home / "versions" / vid
@@ -418,12 +425,15 @@ class HubRegistry(Registry):
                                          revision=self.branch, parent_commit=self._head)
         except HfHubHTTPError as e:
             if _status(e) in (409, 412):
-                raise ConflictError(f"{self.url} changed since this command read it (another writer committed "
-                                    f"first; read {str(self._head)[:12]}); nothing was written: run the command "
-                                    "again, it re-reads the registry") from None
+                raise self._conflict() from None
             with hub_errors(self.repo):
                 raise
         return info.oid
+
+    def _conflict(self) -> ConflictError:
+        return ConflictError(f"{self.url} changed since this command read it (another writer committed first; read "
+                             f"{str(self._head)[:12] if self._head else 'no repo'}); nothing was written: run the "
+                             "command again, it re-reads the registry")
 
     # -- restoring the mirror after a refused or failed transaction ------------------------------------------
     def _restore(self) -> None:
