@@ -338,3 +338,36 @@ def test_two_first_writers_of_a_missing_repo_do_not_both_win(hub, tmp_path):
             a.add_version("lin", fake_adapter(tmp_path / "a", 2), made_by="test", base=BASE)  # A creates, commits
     assert b.add_version("lin", fake_adapter(tmp_path / "b", 1), made_by="test", base=BASE).name == "v2"
     assert [v.name for v in a.list_versions("lin")] == ["v1", "v2"] and len(hub.commit_log) == 2
+
+
+def test_import_diff_deprecate_and_rollback_on_a_hub_registry(hub, shared, tmp_path, monkeypatch, cli):
+    use_home(tmp_path, monkeypatch, "home-b")
+    src = shared.export("tiny-duo.critic:v1", tmp_path / "exp")
+    (src / "teamtr.json").unlink()
+    from safetensors.numpy import load_file, save_file
+    t = load_file(src / "adapter_model.safetensors")
+    save_file({k: v + 0.5 for k, v in t.items()}, str(src / "adapter_model.safetensors"))
+
+    def last_title() -> str:
+        return hub.state.commit_doc(REG, hub.commit_log[-1]["commit"])["title"]
+
+    code, out, err = cli("adapter", "import", str(src), "tiny-duo.critic", "--team", "tiny-duo", "--json",
+                         "--registry", LOC)
+    assert code == 0, err
+    assert last_title() == "add tiny-duo.critic:v2"
+    code, out, err = cli("adapter", "diff", "tiny-duo.critic:v1", "tiny-duo.critic:v2", "--probes", "0", "--json",
+                         "--registry", LOC)
+    assert code == 0, err and json.loads(out)["modules"]
+    code, _, err = cli("swap", "critic", "v2", "--team", "tiny-duo", "--registry", LOC)
+    assert code == 0, err
+    assert last_title() == "swap tiny-duo critic -> tiny-duo.critic:v2"
+    code, _, err = cli("adapter", "deprecate", "tiny-duo.critic:v2", "--reason", "worse", "--registry", LOC)
+    assert code == 0, err
+    assert last_title() == "deprecate tiny-duo.critic:v2" and "deprecated.json" in hub.commit_log[-1]["added"]
+    code, _, err = cli("rollback", "critic", "--team", "tiny-duo", "--registry", LOC)
+    assert code == 0, err
+    assert last_title() == "rollback tiny-duo critic -> tiny-duo.critic:v1"
+    assert shared.pins("tiny-duo")["critic"] == shared.resolve("tiny-duo.critic:v1").id  # home A sees it
+    from teamtr_adapters.registry.catalog import deprecated
+    shared.list_teams()
+    assert list(deprecated(shared)) == [shared.resolve("tiny-duo.critic:v2").id]
