@@ -137,7 +137,7 @@ def _registry_option() -> Any:
     descriptor = resolve_type_descriptor(Optional[str], typer.Option(None, "--registry"))
     return TyperOption(param_decls=["--registry", "registry_location"], type_descriptor=descriptor,
                        metavar="REGISTRY", expose_value=False, is_eager=True, callback=_set_registry, default=None,
-                       help="The registry: a directory or hf://ORG/REPO\\[@BRANCH]  (default: $TEAMTR_REGISTRY, "
+                       help="The registry: a directory or hf://ORG/REPO\\[@BRANCH] (default: $TEAMTR_REGISTRY, "
                             "else the local one at $TEAMTR_HOME).")
 
 
