@@ -109,6 +109,9 @@ def cases(p: dict[str, str]) -> list[Case]:
         # `--team` may be left out when the registry holds one team; with none (or several) it is a usage error
         Case("missing --team", ["train", "critic"], 2, home=f"{w}/no-home", needs="team init"),
         Case("unknown option of a command", ["team", "list", "--bogus"], 2),
+        Case("--registry without value", ["team", "list", "--registry"], 2, needs="--registry"),
+        Case("--registry not ORG/REPO", ["history", "--registry", "hf://no-slash"], 2, needs="invalid Hub repo"),
+        Case("--registry naming a role", ["team", "list", "--registry", "hf://org/reg#solver"], 2, needs="not a role"),
         Case("extra argument", ["registry", "gc", "--yes", "extra"], 2),
         Case("--n abc", ["eval", "--team", t, "--n", "abc"], 2, needs="--n"),
         Case("--n 0 (before loading)", ["eval", "--team", t, "--n", "0"], 2),

@@ -108,6 +108,8 @@ def _standard_help(command: Any, root: bool = True) -> Any:
 
     command.get_help_option = get_help_option
     subs = getattr(command, "commands", {})
+    if not subs and not any(getattr(p, "name", None) == "registry_location" for p in command.params):
+        command.params.append(_registry_option())
     for name, sub in subs.items():
         if root:
             for panel, names in PANELS.items():
@@ -115,6 +117,28 @@ def _standard_help(command: Any, root: bool = True) -> Any:
                     sub.rich_help_panel = panel
         _standard_help(sub, root=False)
     return command
+
+
+def _set_registry(ctx: Any, param: Any, value: Any) -> Any:
+    from .home import CHOICE
+
+    if value:
+        CHOICE["registry"] = value
+    return value
+
+
+def _registry_option() -> Any:
+    """`--registry LOCATION` on every command: a directory or `hf://ORG/REPO[@BRANCH]` (see `home.open_registry`)."""
+    from typing import Optional
+
+    from typer._coercion import resolve_type_descriptor
+    from typer.core import TyperOption
+
+    descriptor = resolve_type_descriptor(Optional[str], typer.Option(None, "--registry"))
+    return TyperOption(param_decls=["--registry", "registry_location"], type_descriptor=descriptor,
+                       metavar="REGISTRY", expose_value=False, is_eager=True, callback=_set_registry, default=None,
+                       help="The registry: a directory or hf://ORG/REPO\\[@BRANCH] (default: $TEAMTR_REGISTRY, "
+                            "else the local one at $TEAMTR_HOME).")
 
 
 def build_command() -> Any:
@@ -134,7 +158,10 @@ def run(argv: list[str] | None = None) -> int:
 
     We parse and invoke ourselves rather than through `app(standalone_mode=False)`: typer's entry point turns
     Ctrl-C into a silent exit 130 and lets its parser errors out as exceptions of its private click copy."""
+    from .home import CHOICE
+
     args = sys.argv[1:] if argv is None else list(argv)
+    CHOICE["registry"] = None
     command = build_command()
     complete_var = f"_{PROG}_COMPLETE".replace("-", "_").upper()
     if os.environ.get(complete_var):  # the shell asks for completions (the script --show-completion prints)

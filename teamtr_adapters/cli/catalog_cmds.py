@@ -67,7 +67,7 @@ def adapter_compare(a: str = typer.Argument(..., help="A version reference (LINE
     """Two versions' metrics side by side (B - A for numbers), then how each was made."""
     from ..registry.catalog import compare
 
-    reg = open_registry()
+    reg = open_registry(read=True)
     x, y = reg.resolve(a), reg.resolve(b)
     data = {"a": {"ref": x.ref, "id": x.id}, "b": {"ref": y.ref, "id": y.id}, "rows": compare(x, y)}
     emit(data, as_json, _render_compare)
@@ -104,7 +104,7 @@ def team_lineage(team: str = typer.Argument(..., help="The team."), as_json: boo
     """Which versions of which agents produced which: each role's versions as a tree (parent -> child)."""
     from ..registry.catalog import team_lineage as lineage
 
-    emit(lineage(open_registry(), team), as_json, _render_lineage)
+    emit(lineage(open_registry(read=True), team), as_json, _render_lineage)
 
 
 def _render_lineage(d: dict[str, Any]) -> None:

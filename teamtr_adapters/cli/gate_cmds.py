@@ -77,6 +77,8 @@ def swap(
 
     check_adapter_meta(ref)
     reg = open_registry()
+    if not dry_run:
+        reg.check_writable()  # e.g. a Hub registry offline: refused before the gate runs
     team = default_team(reg, team)
     cfg = None
     if gate:
@@ -231,6 +233,7 @@ def align(
 
     check_adapter_meta(ref)
     reg = open_registry()
+    reg.check_writable()
     team = default_team(reg, team)
     cfg = AlignConfig(delta0=delta0, probes=probes, steps=steps, lr=lr, seed=seed).check()
     base = team_base(reg, team)

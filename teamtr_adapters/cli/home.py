@@ -6,7 +6,11 @@ from pathlib import Path
 
 from ..errors import InputError, UnsafeAdapterError
 from ..registry import Registry
+from ..registry.backend import is_hub_location, registry_location
 from ..registry.store import default_home
+
+# The `--registry` value of the command being run (set by the option's callback, reset by `app.run`).
+CHOICE: dict[str, str | None] = {"registry": None}
 
 
 def check_home(home: Path) -> Path:
@@ -22,9 +26,26 @@ def check_home(home: Path) -> Path:
     return home
 
 
-def open_registry() -> Registry:
-    """The registry at `$TEAMTR_HOME` (default `~/.teamtr`), after `check_home`."""
-    return Registry(check_home(default_home()))
+def open_registry(read: bool = False) -> Registry:
+    """The registry the command names: `--registry` (a directory or `hf://ORG/REPO[@BRANCH]`), else
+    `$TEAMTR_REGISTRY`, else the local one at `$TEAMTR_HOME` (default `~/.teamtr`); a Hub registry is cached
+    under `$TEAMTR_HOME`. The home is checked first (`check_home`).
+
+    `read=True` (short read-only commands): the registry is held until the command ends, so all its reads
+    see one state, and a Hub registry reads the branch head once instead of once per registry call."""
+    from typer._click.globals import get_current_context
+
+    from ..registry import open_registry as open_location
+
+    location = registry_location(CHOICE["registry"])
+    if location is not None and is_hub_location(location):
+        reg = open_location(location, check_home(default_home()))
+    else:
+        reg = open_location(None, check_home(Path(location).expanduser() if location else default_home()))
+    ctx = get_current_context(silent=True) if read else None
+    if ctx is not None:
+        ctx.with_resource(reg.hold())
+    return reg
 
 
 def default_team(reg: Registry, team: str | None) -> str:

@@ -87,7 +87,7 @@ def team_init(
 @team_app.command("list")
 def team_list(as_json: bool = JsonOpt) -> None:
     """List the teams in the registry."""
-    reg = open_registry()
+    reg = open_registry(read=True)
     data = [reg.manifest(t) for t in reg.list_teams()]
     emit(data, as_json, _render_team_list)
 
@@ -106,7 +106,7 @@ def _render_team_list(d: list[dict[str, Any]]) -> None:
 @team_app.command("show")
 def team_show(team: str, as_json: bool = JsonOpt) -> None:
     """Show a team's spec summary and pinned versions."""
-    reg = open_registry()
+    reg = open_registry(read=True)
     manifest = reg.manifest(team)
     spec = reg.team_spec(team)
     data = {**manifest, "spec": spec.to_dict()}
@@ -132,7 +132,7 @@ def adapter_list(lineage: Optional[str] = typer.Argument(None, help="Only this l
     """List stored versions with their aliases and key metrics."""
     from ..registry.catalog import deprecated
 
-    reg = open_registry()
+    reg = open_registry(read=True)
     dep = deprecated(reg)
     data = []
     aliases: dict[str, dict[str, str]] = {}
@@ -177,7 +177,7 @@ def _render_versions(reg: Registry, d: list[dict[str, Any]]) -> None:
 def adapter_show(ref: str = typer.Argument(..., help="LINEAGE:vN, LINEAGE:ALIAS or a version id."),
                  as_json: bool = JsonOpt) -> None:
     """Show one version's metadata and lineage."""
-    reg = open_registry()
+    reg = open_registry(read=True)
     info = reg.resolve(ref)
     data = {**info.to_dict(), "aliases": [a for a, n in reg.aliases(info.lineage).items() if n == info.name]}
     emit(data, as_json, lambda d: _render_version(reg, d))
@@ -240,7 +240,7 @@ def adapter_alias(ref: str = typer.Argument(..., help="LINEAGE:vN"), alias: str 
 @registry_app.command("verify")
 def registry_verify(as_json: bool = JsonOpt) -> None:
     """Recompute every version's hashes; exit 4 if anything is corrupt or dangling."""
-    reg = open_registry()
+    reg = open_registry(read=True)
     report: dict[str, Any] = {"home": str(reg.home), **reg.verify()}
     emit(report, as_json, lambda r: console.print(
         f"{r['versions']} versions in {r['home']}: " + ("ok" if r["ok"] else "\n".join(r["problems"]))
@@ -269,7 +269,7 @@ def history(team: Optional[str] = typer.Option(None, "--team", help="Only this t
             role: Optional[str] = typer.Option(None, "--role", help="Only events that moved this role."),
             as_json: bool = JsonOpt) -> None:
     """Show the append-only history: who held each role when, and why it changed."""
-    reg = open_registry()
+    reg = open_registry(read=True)
     events = reg.history(team)
     if role:
         events = [e for e in events if (e.get("pins_before") or {}).get(role) != (e.get("pins_after") or {}).get(role)]

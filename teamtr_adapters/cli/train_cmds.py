@@ -162,6 +162,7 @@ def train(
                       tis_cap=tis_cap, probe_prompts=probe_prompts, redraws=redraws, redraw_prompts=redraw_prompts,
                       fresh_prompts=fresh_prompts)
     reg = open_registry()
+    reg.check_writable()  # e.g. a Hub registry offline: refused before any model loads
     team = default_team(reg, team)
     n = stages if stages is not None else updates
     with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),

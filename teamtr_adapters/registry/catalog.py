@@ -103,7 +103,13 @@ def deprecated(registry: Registry) -> dict[str, dict[str, Any]]:
 
 
 def deprecate(registry: Registry, ref: str, reason: str = "", undo: bool = False) -> VersionInfo:
-    """Mark (or with `undo`, unmark) a version deprecated; recorded in history. Its files stay."""
+    """Mark (or with `undo`, unmark) a version deprecated; recorded in history. Its files stay. One registry
+    transaction (one commit in a Hub-backed registry)."""
+    with registry.hold(write=True):
+        return _deprecate(registry, ref, reason, undo)
+
+
+def _deprecate(registry: Registry, ref: str, reason: str, undo: bool) -> VersionInfo:
     info = registry.resolve(ref)
     registry.home.mkdir(parents=True, exist_ok=True)
     with registry._lock("deprecated", "all"):

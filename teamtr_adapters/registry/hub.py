@@ -866,7 +866,13 @@ def _download_verified(bundle: RemoteBundle, roles: list[str]) -> Path:
 def pull_team(registry: Registry, ref: str, *, name: str | None = None, base: Any = None) -> dict[str, Any]:
     """Pull a whole bundle into team `name` (default: the bundle's team): created, or re-pinned when a
     local team of that name has the same spec. Nothing is imported unless every check passes. The
-    history event records the commit, which a later push takes as its parent (see `last_synced`)."""
+    history event records the commit, which a later push takes as its parent (see `last_synced`).
+    One registry transaction (one commit in a Hub-backed registry)."""
+    with registry.hold(write=True):
+        return _pull_team(registry, ref, name=name, base=base)
+
+
+def _pull_team(registry: Registry, ref: str, *, name: str | None = None, base: Any = None) -> dict[str, Any]:
     href = parse_hub_ref(ref)
     if name is not None:
         full_name(name, "team name")
@@ -905,7 +911,14 @@ def pull_role(registry: Registry, ref: str, *, role: str | None = None, lineage:
     Only `adapters/<role>/` is downloaded. It goes into `lineage` (default: the lineage named in the
     bundle). `base` (a BaseRef or a ref) is what the adapter must fit; by default the base of the local
     team the bundle is named after, or the bundle spec's base. The swap command pins the result.
+    One registry transaction (one commit in a Hub-backed registry).
     """
+    with registry.hold(write=True):
+        return _pull_role(registry, ref, role=role, lineage=lineage, base=base)
+
+
+def _pull_role(registry: Registry, ref: str, *, role: str | None = None, lineage: str | None = None,
+               base: Any = None) -> VersionInfo:
     href = parse_hub_ref(ref)
     if lineage is not None:
         full_lineage(lineage)

@@ -244,9 +244,22 @@ class Registry:
         else:
             cm.__exit__(None, None, None)
 
-    def hold(self):
+    @property
+    def location(self) -> str:
+        """Where this registry lives: its directory here, `hf://ORG/REPO[@BRANCH]` for the Hub backend."""
+        return str(self.home)
+
+    def check_writable(self) -> None:
+        """Raise (one line) when this registry cannot be written now, before a long job that ends in a write
+        (the Hub backend refuses writes offline); nothing to check for a local directory."""
+
+    def hold(self, write: bool = False):
         """Hold the registry lock shared across several calls, e.g. `add_version` then `update_pins` or
-        `set_alias`: gc cannot run in between, so it never sees the new version unreachable and removes it."""
+        `set_alias`: gc cannot run in between, so it never sees the new version unreachable and removes it.
+        The Hub backend makes the calls one transaction (one commit); `write=True` says they will write (refused
+        offline up front; a missing Hub repo is created instead of reported)."""
+        if write:
+            self.check_writable()
         return self.registry_lock()
 
     @contextmanager

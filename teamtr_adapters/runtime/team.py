@@ -140,12 +140,12 @@ def _context_window(base: BaseRef) -> int | None:
 
 def load_team(registry: Any, team: str, *, backend: str | Backend = "hf", device: str = "auto",
               dtype: str = "auto") -> Team:
-    """Load team `team` from a `Registry` (None: the default home): its base, pinned versions and a backend
+    """Load team `team` from a `Registry` (None: `open_registry()`, i.e. $TEAMTR_REGISTRY or $TEAMTR_HOME): its base, pinned versions and a backend
     (`hf` by default; or an already created backend over the same base)."""
     if registry is None:
-        from ..registry import Registry
+        from ..registry import open_registry
 
-        registry = Registry()
+        registry = open_registry()
     from .open import team_base
 
     spec, manifest = registry.team_spec(team), registry.manifest(team)
