@@ -101,3 +101,17 @@ def test_rows_are_split_in_contiguous_blocks_covering_every_row():
         shards = [DataParallel(rank=r, world=world).shard(rows) for r in range(world)]
         assert [p for s in shards for p in s.prompts] == rows.prompts
         assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+
+
+def test_train_cli_under_torchrun_prints_once_and_records_the_world(tiny_team):
+    """`train` through the real launcher: only rank 0 prints (one JSON document on stdout) and the run
+    says it was data-parallel."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TEAMTR_HOME": str(tiny_team.home)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "teamtr_adapters", "train", "solver", "--team", "tiny-duo", "--updates", "1",
+                           "--steps", "1", "-P", "2", "-G", "2", "--max-new-tokens", "2", "--probe-prompts", "0",
+                           "--device", "cpu", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # one document: a second rank printing would break this
+    assert summary["data_parallel"] == 2 and summary["updates"] == 1
+    assert len(list((Path(tiny_team.home) / "runs").iterdir())) == 1

@@ -76,6 +76,12 @@ def test_serve_answers_each_role_and_follows_a_swap_without_restart(team, cli, t
         before = {role: _chat(url, f"tiny-duo/{role}") for role in ("solver", "critic")}
         assert before["solver"] == _chat(url, "solver@v2") and before["critic"] == _chat(url, "critic@v1")
         assert before["solver"][1] != before["critic"][1]  # the perturbed solver is not the fresh (no-op) critic
+        # the example agent loop plays the team's protocol through the openai client
+        played = subprocess.run([sys.executable, str(REPO / "examples" / "openai_team.py"), "What is 2 + 3?",
+                                 "--url", url, "--team", "tiny-duo", "--max-tokens", "3", "--json"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert played.returncode == 0, played.stderr
+        assert [t["role"] for t in json.loads(played.stdout)["turns"]] == ["solver", "critic"]
 
         code, _, err = cli("swap", "solver", str(perturbed(v1, tmp_path / "p3", scale=0.5, seed=2)),
                            "--team", "tiny-duo")
