@@ -174,7 +174,7 @@ def _backend_spec(spec_name: str, base: str, stack: ExitStack) -> str:
 
     k = int(n or 1)
     return "vllm-server=" + ",".join(stack.enter_context(local_servers(resolve_base(base).path, k,
-                                                                       envs=replica_envs(k))))
+                                                                       envs=replica_envs(k), startup_s=900)))
 
 
 def _threads() -> int:

@@ -71,7 +71,7 @@ def serve(
             urls = stack.enter_context(local_servers(
                 base.path, replicas, logs=logs, ports=[port + k for k in range(replicas)], envs=replica_envs(replicas),
                 host=host, max_loras=max_loras or 2 * len(spec.role_names) + 1, max_lora_rank=max_lora_rank,
-                dtype=dtype, kv_cache_gib=kv_cache_gib or None))
+                dtype=dtype, kv_cache_gib=kv_cache_gib or None, startup_s=900))
         server = TeamServer(reg, team, ReplicaSet(urls), probe=probe, say=_say)
         moved = server.sync()
         data = {"team": team, "urls": urls, "revision": server.revision, "models": server.names()}
