@@ -16,7 +16,8 @@ compare tokens/s, not wall times.
 A backend measured here is any name `runtime.backend.create_backend` knows (`NAME` or `NAME=ARG`);
 its raw-generate function comes from `RAW_GENERATE` (a backend without one reports no raw line).
 `vllm` and `vllm-server` run in the vLLM environment (docs/vllm.md); a bare `vllm-server` starts a local
-server on loopback for the run (`runtime.vllm_server.local_server`), `vllm-server=URL` uses a running one.
+server on loopback for the run (`runtime.vllm_server.local_servers`), `vllm-server#N` starts N replicas
+(each bound to its share of the cores; docs/scaling.md), `vllm-server=URL` uses a running one.
 `vs_first` is each backend's batched tok/s over the first backend's.
 """
 from __future__ import annotations
@@ -162,13 +163,18 @@ def main() -> None:
 
 
 def _backend_spec(spec_name: str, base: str, stack: ExitStack) -> str:
-    """A bare `vllm-server` starts a local vLLM server for the run (stopped with `stack`): `vllm-server=URL`."""
-    if spec_name != "vllm-server":
+    """A bare `vllm-server` starts a local vLLM server for the run (stopped with `stack`): `vllm-server=URL`;
+    `vllm-server#N` starts N replicas (each on its share of the cores, `vllm_server.replica_envs`) and uses
+    them all: `vllm-server=URL1,...,URLN`."""
+    name, _, n = spec_name.partition("#")
+    if name != "vllm-server":
         return spec_name
     from teamtr_adapters.runtime.base import resolve_base
-    from teamtr_adapters.runtime.vllm_server import local_server
+    from teamtr_adapters.runtime.vllm_server import local_servers, replica_envs
 
-    return "vllm-server=" + stack.enter_context(local_server(resolve_base(base).path))
+    k = int(n or 1)
+    return "vllm-server=" + ",".join(stack.enter_context(local_servers(resolve_base(base).path, k,
+                                                                       envs=replica_envs(k), startup_s=900)))
 
 
 def _threads() -> int:

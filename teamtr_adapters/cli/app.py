@@ -56,12 +56,14 @@ from . import train_cmds  # noqa: E402  (registers train, report)
 train_cmds.register(app)
 from . import catalog_cmds  # noqa: E402  (registers runs list, adapter compare/deprecate, team lineage)
 catalog_cmds.register(app)
+from . import serve_cmds  # noqa: E402  (registers serve)
+serve_cmds.register(app)
 
 
 # Commands grouped in `--help`, by what a user is doing.
 PANELS = {
     "Teams and versions": ("team", "adapter", "history", "runs", "registry"),
-    "Play": ("eval", "run"),
+    "Play": ("eval", "run", "serve"),
     "Train": ("train", "report"),
     "Swap and roll back": ("swap", "rollback", "align"),
     "Share": ("hub",),

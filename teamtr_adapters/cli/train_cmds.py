@@ -141,6 +141,7 @@ def train(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train agents with TeamTR: `train ROLE [--updates K]` or `train --stages S` (`--team T` with several teams)."""
+    from ..train.distributed import env_rank
     from ..train.stage import TrainConfig, Trainer, run_stages
 
     if role is not None and stages is not None:
@@ -165,7 +166,10 @@ def train(
     reg.check_writable()  # e.g. a Hub registry offline: refused before any model loads
     team = default_team(reg, team)
     n = stages if stages is not None else updates
-    with progress() as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
+    main = env_rank() == 0  # under torchrun / accelerate launch only rank 0 draws, tracks and prints
+    if not main:
+        tracking = None
+    with progress(disable=not main) as bars, Trainer(reg, team, cfg, device=device, dtype=dtype, progress=_Bars(bars),
                                      single_role=role, backend=backend,
                                      on_record=tracking.record if tracking else None) as trainer:
         if tracking is None:
@@ -182,8 +186,9 @@ def train(
                 tracking.finish(None)
                 raise
             tracking.finish(result.summary)
-    data = {**result.summary, "records": [r.to_dict() for r in result.records]}
-    emit(data, as_json, _render_train)
+    if main:
+        data = {**result.summary, "records": [r.to_dict() for r in result.records]}
+        emit(data, as_json, _render_train)
 
 
 def _render_report(d: dict[str, Any]) -> None:

@@ -21,11 +21,13 @@ from ..errors import InputError
 
 @dataclass
 class GenRequest:
-    """One continuation to sample: the prompt ids, the adapter version (None: bare base), the budget."""
+    """One continuation to sample: the prompt ids, the adapter version (None: bare base), the budget, and
+    an optional routing group (a multi-replica backend keeps a group on one replica, for its prefix cache)."""
 
     prompt_ids: list[int]
     version: str | None
     max_new_tokens: int
+    group: int | None = None  # requests of one group (the G samples of a prompt) may share a server replica
 
 
 @dataclass

@@ -102,7 +102,7 @@ def rollout(backend: Backend, spec: TeamSpec, items: Sequence[Any], *, pins: Map
             role = orders[k][t]
             ids = build_prompt(tokenizer, role.system_prompt, episodes[k].prompt, episodes[k].turns)
             check_fits(len(ids), role.max_new_tokens, context_window, f"episode {k} turn {t} ({role.name})")
-            requests.append(GenRequest(ids, pins[role.name], role.max_new_tokens))
+            requests.append(GenRequest(ids, pins[role.name], role.max_new_tokens, group=k // group_size))
         results = backend.generate(requests, temperature=temperature, top_p=top_p, seed=turn_seed(seed, t))
         for k, req, res in zip(todo, requests, results):
             role = orders[k][t]

@@ -1,8 +1,12 @@
 """The `vllm-server` rollout backend: one or more `vllm serve --enable-lora` servers over their
 OpenAI-compatible HTTP API, with adapter versions loaded and unloaded at run time.
 
-- `--backend vllm-server=http://127.0.0.1:8000` (or several URLs, comma-separated: request i goes to
-  server i mod n, and every version is loaded on every server). The client needs no vLLM, only the stdlib.
+- `--backend vllm-server=http://127.0.0.1:8000` (or several URLs, comma-separated: the replicas of
+  `runtime.replicas`). Every version is loaded on every server or on none, then checked (listed by each
+  server, and answering differently from the base unless it is a no-op adapter); the G samples of a prompt
+  go to one server (`GenRequest.group`), prompts spread over the servers; a server that stops answering
+  is dropped for the rest of the run with a warning on stderr, and its requests are re-sent to the
+  others. The client needs no vLLM, only the stdlib.
 - A version is loaded under its registry id (`/v1/load_lora_adapter`, which needs the server started with
   `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`) from its version dir, so the servers must see the same path
   (the same machine or a shared filesystem); `/v1/unload_lora_adapter` drops it.
@@ -16,107 +20,77 @@ OpenAI-compatible HTTP API, with adapter versions loaded and unloaded at run tim
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import IncompatibleAdapterError, InputError, NotFoundError, TaskError, TeamTRError
+from ..errors import InputError, NotFoundError, TaskError, TeamTRError
 from .backend import GenRequest, GenResult
 from .base import BaseRef
+from .replicas import RUNTIME_LORA_ENV, ReplicaSet, ReplicaUnreachable, ServerError, error_message
 from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids, unchunked_prefill
-
-RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
-
-
-class ServerError(Exception):
-    """A non-2xx answer from a server: its HTTP status and the message it gave."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class VLLMServerBackend:
     """vLLM servers behind the `Backend` interface (see the module docstring)."""
 
-    def __init__(self, base: BaseRef, urls: list[str], *, timeout: float = 600.0, concurrency: int = 64) -> None:
+    def __init__(self, base: BaseRef, urls: list[str], *, timeout: float = 600.0, concurrency: int = 64,
+                 probe: bool = True) -> None:
         if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
             raise InputError("the vllm-server backend needs server URLs: --backend vllm-server=http://HOST:PORT[,...]")
         self.base = base
-        self.urls = [u.rstrip("/") for u in urls]
+        self.replicas = ReplicaSet(urls, timeout=timeout)
+        self.urls = self.replicas.urls
         self.timeout = timeout
         self.concurrency = concurrency
-        models = [self._models(u) for u in self.urls]
+        self.probe = probe  # check every loaded version really changes a replica's answers (replicas.check)
+        models = [self.replicas.models(u) for u in self.urls]
         self.base_names = [next(m["id"] for m in ms if not m.get("parent")) for ms in models]
         self.context_window: int = min(int(next(m for m in ms if not m.get("parent")).get("max_model_len") or 0)
                                        for ms in models)
         self.eos_ids = stop_ids(base)
         self.tokenizer = load_tokenizer(base)
         self._loaded: set[str] = set()
+        self.dead: set[int] = set()  # replicas found unreachable; their requests go to the others
+        self.failovers = 0  # requests re-sent to another replica
+        self._lock = threading.Lock()
 
-    # -- HTTP ------------------------------------------------------------------------------------
     def _call(self, url: str, route: str, body: dict | None = None) -> Any:
-        """GET (no body) or POST JSON to one server; a JSON answer, or ServerError for a non-2xx status."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url + route, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as e:
-            raise ServerError(e.code, _error_message(e.read().decode(errors="replace"), e.reason)) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise NotFoundError(f"vLLM server {url} is unreachable ({reason})") from None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
+        return self.replicas.call(url, route, body)
 
     def _models(self, url: str) -> list[dict]:
-        try:
-            models = self._call(url, "/v1/models")["data"]
-        except (ServerError, KeyError, TypeError):
-            raise InputError(f"{url} does not answer /v1/models like a vLLM server") from None
-        return models
+        return self.replicas.models(url)
 
     # -- adapters --------------------------------------------------------------------------------
     def ensure_adapter(self, version: str, path: Path) -> None:
-        """Load `path` as `version` on every server (no-op when loaded; a name loaded by another client
-        is the same content-addressed version, so it counts as loaded)."""
+        """Load `path` as `version` on every server or on none (a failed load rolls the others back), then
+        check that every server lists it and, unless it is a no-op adapter, answers differently from its
+        base. A name loaded by another client is the same content-addressed version: it counts as loaded."""
         if version in self._loaded:
             return
-        for url in self.urls:
-            try:
-                self._call(url, "/v1/load_lora_adapter", {"lora_name": version, "lora_path": str(path)})
-            except ServerError as e:
-                if e.status == 400 and "already been loaded" in str(e):
-                    continue
-                if e.status == 404 and str(e) == "Not Found":
-                    raise InputError(f"{url} has no /v1/load_lora_adapter: start it with {RUNTIME_LORA_ENV}=True "
-                                     "and --enable-lora (python -m teamtr_adapters.runtime.vllm_server)") from None
-                raise IncompatibleAdapterError(f"{url} cannot load adapter {path}: {e}") from None
+        changed = self.replicas.load(version, path, content_id=True)
+        try:
+            self.replicas.check(version, path, probe=self.probe, content_id=True)
+        except BaseException:
+            for url in changed:  # all or none: a version that fails its check is served nowhere
+                self.replicas._unload_one(url, version)
+            raise
         self._loaded.add(version)
 
     def unload_adapter(self, version: str) -> None:
         """Unload `version` from every server (no-op where it is not loaded)."""
         self._loaded.discard(version)
-        for url in self.urls:
-            try:
-                self._call(url, "/v1/unload_lora_adapter", {"lora_name": version})
-            except ServerError as e:
-                if e.status != 404:
-                    raise InputError(f"{url} cannot unload {version[:16]}: {e}") from None
+        self.replicas.unload(version)
 
     @property
     def versions(self) -> list[str]:
@@ -130,7 +104,9 @@ class VLLMServerBackend:
     # -- generation ------------------------------------------------------------------------------
     def generate(self, requests: list[GenRequest], *, temperature: float, top_p: float = 1.0,
                  seed: int = 0) -> list[GenResult]:
-        """Sample one continuation per request, sent concurrently, request i to server i mod n."""
+        """Sample one continuation per request, sent concurrently. A request goes to replica
+        `group % n` (the G samples of a prompt share a replica and its prefix cache; without a group,
+        its index); a replica found dead is skipped, and its requests are re-sent to the next live one."""
         if not requests:
             return []
         if any(not r.prompt_ids for r in requests):
@@ -142,8 +118,32 @@ class VLLMServerBackend:
             return list(pool.map(lambda i: self._complete(i, requests[i], temperature, top_p, seed),
                                  range(len(requests))))
 
+    def replica_of(self, i: int, r: GenRequest) -> int:
+        """The replica a request goes to when every replica is alive."""
+        return (r.group if r.group is not None else i) % len(self.urls)
+
     def _complete(self, i: int, r: GenRequest, temperature: float, top_p: float, seed: int) -> GenResult:
-        k = i % len(self.urls)
+        first = self.replica_of(i, r)
+        for k in [(first + j) % len(self.urls) for j in range(len(self.urls))]:
+            if k in self.dead:
+                continue
+            try:
+                result = self._complete_on(k, i, r, temperature, top_p, seed)
+            except ReplicaUnreachable as e:
+                with self._lock:
+                    if k not in self.dead:
+                        self.dead.add(k)
+                        print(f"warning: {e}; its requests go to the other replicas "
+                              f"({len(self.urls) - len(self.dead)} of {len(self.urls)} left)", file=sys.stderr)
+                continue
+            if k != first:
+                with self._lock:
+                    self.failovers += 1
+            return result
+        raise NotFoundError(f"every vLLM server is unreachable ({', '.join(self.urls)})")
+
+    def _complete_on(self, k: int, i: int, r: GenRequest, temperature: float, top_p: float,
+                     seed: int) -> GenResult:
         body = {"model": r.version or self.base_names[k], "prompt": list(r.prompt_ids),
                 "max_tokens": r.max_new_tokens, "temperature": temperature,
                 "top_p": top_p if temperature else 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
@@ -158,17 +158,7 @@ class VLLMServerBackend:
         return GenResult(ids=list(choice["token_ids"]), logprobs=[float(x) for x in choice["logprobs"]["token_logprobs"]])
 
 
-def _error_message(body: str, reason: Any) -> str:
-    """The message of a vLLM/FastAPI error body ({"error": {"message"}} or {"detail"}), else the reason."""
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return str(reason)
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("message", reason))
-    if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])
-    return str(reason)
+_error_message = error_message  # the name this module used before runtime.replicas held it
 
 
 def create_server_backend(base: BaseRef, *, device: str = "auto", dtype: str = "auto",
@@ -211,30 +201,88 @@ def local_server(model: Path | str, *, log: Path | None = None, startup_s: float
                  **options: Any) -> Iterator[str]:
     """Run a server (`server_command(model, **options)`) on a free loopback port for the length of the
     block and yield its URL; it is stopped (its whole process group) on exit. Its output goes to `log`."""
-    if "port" not in options:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            options["port"] = s.getsockname()[1]
-    url = f"http://127.0.0.1:{options['port']}"
-    log = Path(log) if log else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(server_command(model, **options), stdout=out, stderr=subprocess.STDOUT,
-                                env=server_env(), start_new_session=True)
+    with local_servers(model, 1, logs=[log] if log else None, startup_s=startup_s, **options) as urls:
+        yield urls[0]
+
+
+class Servers(list):
+    """The URLs of servers started by `local_servers` (a list), with their processes in `procs`."""
+
+    def __init__(self, urls: list[str], procs: list[subprocess.Popen]) -> None:
+        super().__init__(urls)
+        self.procs = procs
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_servers(model: Path | str, n: int, *, logs: list[Path] | None = None, startup_s: float = 300.0,
+                  ports: list[int] | None = None, envs: list[dict[str, str]] | None = None,
+                  extra: list[str] | None = None, **options: Any) -> Iterator[Servers]:
+    """Run `n` servers of `model` (started together, then waited for) for the length of the block and yield
+    their URLs; each on its port of `ports` (default: free loopback ports), with its extra environment of
+    `envs` (e.g. the cores it binds to), its output in its log of `logs`. All are stopped on exit (each
+    process group), and all are stopped when one fails to start."""
+    host = str(options.get("host", "127.0.0.1"))
+    ports = ports or [free_port() for _ in range(n)]
+    logs = [Path(x) for x in logs] if logs else [Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
+                                                 for _ in range(n)]
+    procs: list[subprocess.Popen] = []
     try:
+        for k in range(n):
+            with open(logs[k], "wb") as out:
+                env = {**server_env(), **(envs[k] if envs else {})}
+                procs.append(subprocess.Popen(server_command(model, **{**options, "port": ports[k]}) + (extra or []),
+                                              stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        urls = [f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{p}" for p in ports]
         deadline = time.monotonic() + startup_s
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not up after {startup_s:.0f} s"
-                raise TeamTRError(f"vLLM server {state}; its log {log} ends with:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield url
+        for proc, url, log in zip(procs, urls, logs):
+            while not _healthy(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    state = (f"exited with {proc.returncode}" if proc.poll() is not None
+                             else f"not up after {startup_s:.0f} s")
+                    raise TeamTRError(f"vLLM server {url} {state}; its log {log} ends with:\n"
+                                      f"{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(1)
+        yield Servers(urls, procs)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        for proc in procs:
+            stop_process_group(proc)
+
+
+def replica_envs(n: int, environ: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Per-replica environment for `n` servers on one machine: with n CUDA devices, one each
+    (`CUDA_VISIBLE_DEVICES`); on CPU, disjoint slices of this process's cores (`VLLM_CPU_OMP_THREADS_BIND`),
+    unless the caller's environment already says how to bind. One replica: nothing to add."""
+    env = os.environ if environ is None else environ
+    if n <= 1 or "VLLM_CPU_OMP_THREADS_BIND" in env or "CUDA_VISIBLE_DEVICES" in env:
+        return [{} for _ in range(n)]
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() >= n:
+        return [{"CUDA_VISIBLE_DEVICES": str(k)} for k in range(n)]
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < n:
+        return [{} for _ in range(n)]
+    size = len(cores) // n
+    return [{"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores[k * size:(k + 1) * size])),
+             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} for k in range(n)]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Stop a server started in its own session: SIGTERM to its process group, SIGKILL after `timeout`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # also the group's children when the leader has died already
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
 
 
 def _healthy(url: str) -> bool:

@@ -140,9 +140,19 @@ class WorkingCopy:
         still equals the parent (the first pass of an update), from this very forward.
         A non-finite loss zeroes the gradients and raises `TrainingAborted`.
         """
+        kls, new_rows, old_rows, loss_sum = self.local_pass(rows, ref_cache, beta, backward=backward)
+        return self._measure(kls, new_rows, old_rows, rows.adv, loss_sum)
+
+    def local_pass(self, rows: LossRows, ref_cache: list[torch.Tensor | None] | None, beta: float, *,
+                   backward: bool, n_tokens: int | None = None, n_rows: int | None = None
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], float]:
+        """The body of `run_pass` on `rows`, with the loss normalised by `n_tokens` / `n_rows` (default:
+        those of `rows`; a data-parallel rank passes the whole update's, `train.distributed`): the per-row
+        token KLs, new and old log-probs of the rows' tokens, and the summed loss."""
         self.assert_trainable()
         self.zero_grad()
-        n_tok, n_rows = rows.n_tokens, len(rows)
+        n_tok = rows.n_tokens if n_tokens is None else n_tokens
+        n_rows = len(rows) if n_rows is None else n_rows
         kls, new_rows, old_rows, loss_sum = [], [], [], 0.0
         adv = torch.tensor(rows.adv, dtype=torch.float32, device=self.tm.device)
         for i, sl in enumerate(rows.batches(self.micro_batch)):
@@ -174,7 +184,7 @@ class WorkingCopy:
                 kls.append(kl[r][m].float().cpu())
                 new_rows.append(new_logp[r][m].float().cpu())
                 old_rows.append(old_logp[r][m].float().cpu())
-        return self._measure(kls, new_rows, old_rows, rows.adv, loss_sum)
+        return kls, new_rows, old_rows, loss_sum
 
     def _measure(self, kls: list[torch.Tensor], new_rows: list[torch.Tensor], old_rows: list[torch.Tensor],
                  adv: list[float], loss: float) -> Measurement:

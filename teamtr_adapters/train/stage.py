@@ -61,6 +61,7 @@ from ..spec import TeamSpec
 from ..types import HeldoutEval, LogprobGapSummary, RunSummary
 from . import baselines
 from .diagnostics import DiagnosticsLog, UpdateRecord, certificate, paired_change, summarise
+from .distributed import DataParallel
 from .losses import AdaptiveBeta, LossConfig, group_advantages
 from .policy import LossRows, Measurement, WorkingCopy, agent_rows, occupancy_divergence
 from .trust_region import BACKTRACK, REJECT, TrustRegion
@@ -209,10 +210,13 @@ class Trainer:
         self.cfg = cfg.resolved(self.spec)
         self.single_role = self.spec.role(single_role or self.spec.role_names[-1]).name
         parse_backend(backend)
+        # data-parallel (torchrun / accelerate launch): rank 0 plays the rollouts and writes; train.distributed
+        self.dp = DataParallel.from_env(device)
         self.tm, self.pins = open_team_model(registry, team, device=device, dtype=TRAIN_DTYPE)
         self.base = self.tm.base
         self.backend = backend
-        self.engine = rollout_engine(backend, self.tm, device=device, dtype=dtype)
+        self.engine = (rollout_engine(backend, self.tm, device=device, dtype=dtype) if self.dp.is_main else self.tm)
+        self.separate_engine = self.dp.broadcast(self.engine is not self.tm)
         self.engine_versions: set[str] = set()  # versions loaded into a separate engine
         try:
             self.sync_engine()
@@ -224,13 +228,13 @@ class Trainer:
         self.betas = {r: AdaptiveBeta(c.beta0, c.kl_target * c.delta, adaptive=c.kl_control == "adaptive")
                       for r in self.spec.role_names}
         self.tis_cap = (c.tis_cap if c.tis_cap is not None else
-                        DEFAULT_TIS_CAP if self.engine is not self.tm else 0.0) or None
+                        DEFAULT_TIS_CAP if self.separate_engine else 0.0) or None
         self.loss_cfg = LossConfig(clip_eps=c.clip_eps, ratio=c.ratio, log_clamp=c.log_clamp,
                                    temperature=self.spec.sampling.temperature or 1.0, tis_cap=self.tis_cap)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        self.run_id = f"{team}-{c.method}-{stamp}-{_seed(time.time_ns()) % 10000:04d}"
+        self.run_id = self.dp.broadcast(f"{team}-{c.method}-{stamp}-{_seed(time.time_ns()) % 10000:04d}")
         self.run_dir = Path(run_dir) if run_dir else registry.home / "runs" / self.run_id
-        self.log = DiagnosticsLog(self.run_dir / "updates.jsonl")
+        self.log = DiagnosticsLog(self.run_dir / "updates.jsonl") if self.dp.is_main else None
         self.progress = progress or (lambda phase, done, total: None)
         self.reward_fn = reward_fn
         self.on_record = on_record  # called with each record as it is written (e.g. an experiment tracker)
@@ -253,8 +257,10 @@ class Trainer:
         self.engine_versions = pinned
 
     def close(self) -> None:
-        """Shut a separate rollout engine down (its worker processes, its server connections)."""
+        """Shut a separate rollout engine down (its worker processes, its server connections) and leave a
+        process group this trainer created."""
         close_engine(self.engine, self.tm)
+        self.dp.close()
 
     def __enter__(self) -> "Trainer":
         return self
@@ -287,12 +293,17 @@ class Trainer:
                           for e in prev.episodes]
         else:
             prev, from_turns = None, None
-        episodes = rollout(self.engine, spec, items, group_size=g, seed=seed, pins=self.pins,
-                           tokenizer=self.tm.tokenizer, prefix=prev.episodes if prev else None,
-                           from_turn=from_turns or 0, progress=lambda done, total: self.progress(phase, done, total))
-        if self.reward_fn is not None:
-            for e in episodes:
-                e.reward = float(self.reward_fn(e))
+
+        def play() -> list[Episode]:
+            eps = rollout(self.engine, spec, items, group_size=g, seed=seed, pins=self.pins,
+                          tokenizer=self.tm.tokenizer, prefix=prev.episodes if prev else None,
+                          from_turn=from_turns or 0, progress=lambda done, total: self.progress(phase, done, total))
+            if self.reward_fn is not None:
+                for e in eps:
+                    e.reward = float(self.reward_fn(e))
+            return eps
+
+        episodes = self.dp.on_main(play)  # data-parallel: rank 0 plays, every rank gets the same episodes
         starts = from_turns or [0] * len(episodes)
         tokens = sum(len(t.message_ids) for e, k in zip(episodes, starts) for t in e.turns[k:])
         ro = Rollouts(sorted(episodes, key=lambda e: (e.item_index, e.sample)), dict(self.pins), seed, tokens,
@@ -376,8 +387,8 @@ class Trainer:
             adv = [a * wi for a, wi in zip(adv, w)]
         rows = agent_rows(data.episodes, role, adv)
         self._work += 1
-        work = WorkingCopy(self.tm, parent, self.reg.version_path(parent), f"work-{self._work}", self.loss_cfg,
-                           c.micro_batch)
+        work = self.dp.working_copy(self.tm, parent, self.reg.version_path(parent), f"work-{self._work}",
+                                    self.loss_cfg, c.micro_batch)
         rec = UpdateRecord(stage=stage, update=self.n_updates, role=role, method=c.method, ratio=c.ratio,
                            parent=parent, context=_context(data, role), rollout_seed=data.seed, delta=c.delta,
                            ess=ess, redraws=data.redraws)
@@ -461,30 +472,11 @@ class Trainer:
         whose every step was rejected write nothing."""
         t0 = time.perf_counter()
         try:
-            changes: dict[str, str] = {}
-            lineages = {r: p["lineage"] for r, p in self.manifest["roles"].items()}
-            # One hold of the registry lock over the new versions and the pin move: a `registry gc` cannot run
-            # in between and remove the not-yet-pinned versions. The scratch dir lives under the registry's tmp/
-            # with an owner lock: gc leaves it alone while this process lives, and removes it after a kill.
-            with self.reg.hold():
-                for rec, work in updates:
-                    if not work.changed():
-                        continue
-                    with self.reg.scratch("train-") as tmp:
-                        info = self.reg.add_version(
-                            lineages[rec.role], work.save(tmp / "adapter"), made_by="train",
-                            base=self.base.identity, parent=rec.parent, context=rec.context,
-                            config=self._version_config(rec), metrics=_metrics(rec),
-                            extra={"rollout_seed": rec.rollout_seed, "run": self.run_id})
-                    rec.version, rec.version_name = info.id, info.name
-                    changes[rec.role] = info.id
-                if changes:
-                    self.manifest = self.reg.update_pins(self.team, changes, {
-                        "event": event, "run": self.run_id, "method": self.cfg.method,
-                        "updates": [{"role": r.role, "stage": r.stage, "update": r.update, "parent": r.parent,
-                                     "version": r.version, "name": r.version_name, "d_tok": r.d_tok_mean,
-                                     "l_fresh": r.l_fresh, "backtracks": r.backtracks}
-                                    for r, _ in updates if r.version]})
+            for rec, work in updates:  # data-parallel: the ranks must agree before rank 0 writes
+                self.dp.check_same(work.params, f"the update of {rec.role}")
+            versions, changes, self.manifest = self.dp.on_main(lambda: self._write_versions(updates, event))
+            for (rec, _), (vid, name) in zip(updates, versions):
+                rec.version, rec.version_name = vid, name
             if changes:
                 for role, vid in changes.items():
                     self.tm.ensure_adapter(vid, self.reg.version_path(vid))
@@ -497,6 +489,37 @@ class Trainer:
             rec.wall_s += (time.perf_counter() - t0) / len(updates)
         self.pending += [(rec, self._scored_on.pop(rec.update, ())) for rec, _ in updates]
 
+    def _write_versions(self, updates: list[tuple[UpdateRecord, WorkingCopy]], event: str
+                        ) -> tuple[list[tuple[str | None, str | None]], dict[str, str], Any]:
+        """The registry part of `commit` (rank 0 only): the new versions and the pin move; returns each
+        update's (version id, name), the changed pins and the new manifest."""
+        changes: dict[str, str] = {}
+        manifest = self.manifest
+        lineages = {r: p["lineage"] for r, p in self.manifest["roles"].items()}
+        # One hold of the registry lock over the new versions and the pin move: a `registry gc` cannot run
+        # in between and remove the not-yet-pinned versions. The scratch dir lives under the registry's tmp/
+        # with an owner lock: gc leaves it alone while this process lives, and removes it after a kill.
+        with self.reg.hold():
+            for rec, work in updates:
+                if not work.changed():
+                    continue
+                with self.reg.scratch("train-") as tmp:
+                    info = self.reg.add_version(
+                        lineages[rec.role], work.save(tmp / "adapter"), made_by="train",
+                        base=self.base.identity, parent=rec.parent, context=rec.context,
+                        config=self._version_config(rec), metrics=_metrics(rec),
+                        extra={"rollout_seed": rec.rollout_seed, "run": self.run_id})
+                rec.version, rec.version_name = info.id, info.name
+                changes[rec.role] = info.id
+            if changes:
+                manifest = self.reg.update_pins(self.team, changes, {
+                    "event": event, "run": self.run_id, "method": self.cfg.method,
+                    "updates": [{"role": r.role, "stage": r.stage, "update": r.update, "parent": r.parent,
+                                 "version": r.version, "name": r.version_name, "d_tok": r.d_tok_mean,
+                                 "l_fresh": r.l_fresh, "backtracks": r.backtracks}
+                                for r, _ in updates if r.version]})
+        return [(r.version, r.version_name) for r, _ in updates], changes, manifest
+
     def _version_config(self, rec: UpdateRecord) -> dict[str, Any]:
         return {"method": self.cfg.method, "stage": rec.stage, "update": rec.update, "role": rec.role,
                 "train": asdict(self.cfg), "spec_hash": self.spec.spec_hash()}
@@ -507,23 +530,28 @@ class Trainer:
             records, self.pending = [rec for rec, _ in self.pending], []
         for rec in records:
             self.records.append(rec)
-            self.log.write(rec)
-            if self.on_record is not None:
-                self.on_record(rec)
+            if self.log is not None:  # data-parallel: rank 0 writes
+                self.log.write(rec)
+                if self.on_record is not None:
+                    self.on_record(rec)
 
     def write_config(self, extra: dict[str, Any]) -> None:
+        if not self.dp.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(
             {"run": self.run_id, "team": self.team, "train": asdict(self.cfg), "backend": self.backend,
-             "pins_before": self.pins, **extra},
+             "pins_before": self.pins, "data_parallel": self.dp.world, **extra},
             indent=2, sort_keys=True))
 
     def write_summary(self, extra: dict[str, Any]) -> RunSummary:
         summary = cast(RunSummary, {
                    "run": self.run_id, "team": self.team, "method": self.cfg.method, "backend": self.backend,
                    **summarise(self.records), "logprob_gap": gap_summary(self.records),
-                   "pins_after": dict(self.pins), "run_dir": str(self.run_dir), **extra})
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+                   "pins_after": dict(self.pins), "run_dir": str(self.run_dir), "data_parallel": self.dp.world,
+                   **extra})
+        if self.dp.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return summary
 
 
