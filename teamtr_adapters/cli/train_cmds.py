@@ -97,7 +97,8 @@ def train(
                                        "the registry)."),
     updates: int = typer.Option(1, "--updates", help="With ROLE: component updates, each on fresh rollouts."),
     stages: Optional[int] = typer.Option(None, "--stages", help="Without ROLE: full TeamTR stages."),
-    order: str = typer.Option("speaking", "--order", help="Update order: speaking | random | ROLE,ROLE,..."),
+    order: str = typer.Option("reverse", "--order", help="Update order: reverse (last speaker first; suffix "
+                              "resampling then regenerates (n+1)/2n of the turns) | speaking | random | ROLE,ROLE,..."),
     method: str = typer.Option("teamtr", "--method",
                                help="teamtr | stale | stale-is | resample-every-k | joint | single"),
     resample: str = typer.Option("suffix", "--resample", help="suffix (exact, cheaper) | full"),

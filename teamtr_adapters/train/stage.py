@@ -75,7 +75,7 @@ class TrainConfig:
     """Every training option. `None` takes the team spec's value ([trust_region], [sampling])."""
 
     method: str = "teamtr"
-    order: str = "speaking"
+    order: str = "reverse"  # reverse | speaking | random | ROLE,ROLE,... (baselines.update_order: why reverse)
     resample: str = "suffix"  # suffix | full
     resample_every: int = 2  # k of resample-every-k
     steps: int = 4  # optimiser steps per component update
