@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from teamtr_adapters.errors import TrainingAborted
-from teamtr_adapters.train.policy import adapter_param_names
+from teamtr_adapters.train.policy import adapter_param_names, agent_rows
 from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
 
 TINY = dict(device="cpu", dtype="float32")
@@ -240,3 +240,41 @@ def test_update_order_sets_what_suffix_resampling_regenerates(home, tiny_base, t
                                              else ["solver", "critic", "refiner"])
     # the random tiny model never samples EOS in these seeds: every message has the 4-token budget
     assert [r.tokens for r in res.records] == [k * 2 * 4 * 4 for k in turns]
+
+
+def test_diagnostic_options_skip_their_work(tiny_team):
+    """--no-stale-gap skips L_stale's forward on the stage-start rows; --no-reward-after skips the end-of-stage
+    diagnostic rollout (no diag tokens for it, reward_after unknown). The defaults compute both."""
+    on = run_stages(_trainer(tiny_team, steps=1, probe_prompts=0, redraws=0), 1)
+    assert on.records[1].l_stale is not None and on.records[1].stale_gap is not None
+    assert on.records[-1].reward_after is not None and on.records[-1].diag_tokens > 0
+    off = run_stages(_trainer(tiny_team, steps=1, probe_prompts=0, redraws=0, stale_gap=False, reward_after=False), 1)
+    assert off.records[0].l_stale is not None  # the first update trains on the stage-start rollouts: free
+    assert off.records[1].l_stale is None and off.records[1].stale_gap is None
+    assert off.records[-1].reward_after is None and off.records[-1].diag_tokens == 0
+
+
+def test_micro_batches_in_length_order_give_row_order_results(tiny_team):
+    """Rows run in length-sorted micro-batches; the measurement comes back in row order and does not depend on
+    the micro-batch size."""
+    from teamtr_adapters.train.policy import WorkingCopy
+
+    t = _trainer(tiny_team, max_new_tokens=6)
+    ro = t.rollout(t.task.sample(3, seed=0, split="train"), seed=1)
+    rows = agent_rows(ro.episodes, "critic", [float(i % 3) - 1 for i in range(len(ro.episodes))])
+    rows.completions = [c[:1 + i % 6] for i, c in enumerate(rows.completions)]  # unequal lengths
+    rows.engine_logprobs = [lp[:len(c)] for lp, c in zip(rows.engine_logprobs, rows.completions)]
+    parent = t.pins["critic"]
+    out = []
+    for mb in (8, 3):
+        work = WorkingCopy(t.tm, parent, tiny_team.version_path(parent), f"mb-{mb}", t.loss_cfg, micro_batch=mb)
+        try:
+            out.append(work.run_pass(rows, [], 0.1, backward=False))
+        finally:
+            work.close()
+    expected = t.tm.logprobs(rows.prompts, rows.completions, parent, temperature=t.loss_cfg.temperature)
+    for m in out:
+        assert [len(r) for r in m.trainer_logprobs] == [len(c) for c in rows.completions]
+        for got, want in zip(m.trainer_logprobs, expected):
+            torch.testing.assert_close(torch.tensor(got), want, atol=1e-4, rtol=0)
+    assert abs(out[0].loss - out[1].loss) < 1e-5

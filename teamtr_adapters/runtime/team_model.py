@@ -270,14 +270,13 @@ class TeamModel:
             first.setdefault(k, len(first))
         uniq = list(first)  # distinct (prompt, adapter) pairs, in order of first appearance
         expand = torch.tensor([first[k] for k in keys], device=self.device)
-        ids, mask = self._left_pad([list(p) for p, _ in uniq])
         budget = torch.tensor([r.max_new_tokens for r in requests], device=self.device)
-        cache = _slab_cache(self.model.config, ids.shape[1] + int(budget.max()))
         # one adapter state for the whole loop when every row has the same (pruning keeps that true)
         routed = names is None or len(set(names)) == 1
         with self._route(names if routed else []):
-            logits = self._forward(ids, mask, cache, None if names is None else [n for _, n in uniq], keep=1,
-                                   routed=routed)[:, -1]
+            cache, mask, logits = self._prefill([list(p) for p, _ in uniq],
+                                                None if names is None else [n for _, n in uniq],
+                                                int(budget.max()), routed)
             if len(uniq) < len(requests):  # copy the shared prompts' KV rows out to every request
                 cache.batch_select_indices(expand)
                 logits, mask = logits[expand], mask[expand]
@@ -305,6 +304,41 @@ class TeamModel:
                 mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
                 logits = self._forward(tok[:, None], mask, cache, names, keep=1, routed=routed)[:, -1]
         return [GenResult(ids=i, logprobs=l) for i, l in zip(out_ids, out_lp)]
+
+    def _prefill(self, prompts: list[list[int]], names: list[str] | None, new_tokens: int,
+                 routed: bool) -> tuple[Any, Any, Any]:
+        """Prefill `prompts` into a preallocated KV cache with room for `new_tokens` more positions; returns
+        (cache, attention mask [B, W], last-position logits [B, V]). Prompts are sorted by length and run
+        in chunks of near-equal length (a prefill's cost is its padded token count: one left-padded batch of
+        a turn's prompts is 15-30% padding), then laid out left-padded to the longest prompt W, as one
+        batch would be."""
+        import torch
+
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+        cache = _slab_cache(self.model.config, width + new_tokens)
+        if not _is_slab(cache):  # a model with its own kind of cache layers: one batch, transformers' cache
+            ids, mask = self._left_pad(prompts)
+            return cache, mask, self._forward(ids, mask, cache, names, keep=1, routed=routed)[:, -1]
+        from transformers import DynamicCache
+
+        logits: Any = None
+        for chunk in _length_chunks(lengths):
+            ids, cmask = self._left_pad([prompts[i] for i in chunk])
+            part = DynamicCache(config=self.model.config)
+            out = self._forward(ids, cmask, part, None if names is None else [names[i] for i in chunk], keep=1,
+                                routed=routed)[:, -1]
+            rows = torch.tensor(chunk, device=self.device)
+            if logits is None:
+                logits = out.new_empty((len(prompts), out.shape[-1]))
+            logits[rows] = out
+            mask[rows, width - ids.shape[1]:] = cmask
+            for slab, layer in zip(cache.layers, part.layers):
+                slab.write_rows(rows, width - ids.shape[1], width, layer.keys, layer.values, len(prompts))
+        for slab in cache.layers:
+            slab.set_length(width)
+        return cache, mask, logits
 
     def _sample(self, requests: list[GenRequest], names: list[str] | None, temperature: float, top_p: float,
                 gen: Any) -> list[GenResult]:
@@ -457,6 +491,23 @@ def _pick_fast(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple
     return tok, ((z.gather(-1, tok[:, None]) - peak)[:, 0].double() - total[:, 0].log()).float()
 
 
+def _length_chunks(lengths: list[int], slack: float = 0.06, most: int = 32) -> list[list[int]]:
+    """Indices of `lengths` sorted by length, cut into chunks in which padding to the chunk's longest costs at
+    most `slack` of it (+2 tokens), `most` rows at most."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks: list[list[int]] = []
+    for i in order:
+        if chunks and len(chunks[-1]) < most and lengths[i] - lengths[chunks[-1][0]] <= slack * lengths[i] + 2:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def _is_slab(cache: Any) -> bool:
+    return all(type(layer).__name__ == "_SlabLayer" for layer in cache.layers)
+
+
 def _slab_cache(config: Any, capacity: int) -> Any:
     """A DynamicCache whose layers write keys and values in place into buffers of `capacity` positions
     (`_SlabLayer`); a model whose cache layers are not plain `DynamicLayer`s keeps transformers' own."""
@@ -493,8 +544,9 @@ def _slab_layer_class() -> Any:
 
                 self.device = key_states.device
                 b, h, _, dk = key_states.shape
-                self.kbuf = torch.empty((b, h, self.capacity, dk), dtype=key_states.dtype, device=self.device)
-                self.vbuf = torch.empty((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
+                # zeros, not empty: padding positions are masked, but a NaN there would still poison attention
+                self.kbuf = torch.zeros((b, h, self.capacity, dk), dtype=key_states.dtype, device=self.device)
+                self.vbuf = torch.zeros((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
                                         device=self.device)
                 self.is_initialized = True
 
@@ -512,6 +564,18 @@ def _slab_layer_class() -> Any:
 
             def get_seq_length(self) -> int:
                 return self.length
+
+            def write_rows(self, rows: Any, start: int, stop: int, keys: Any, values: Any, batch: int) -> None:
+                """Write a prefilled chunk's keys and values into rows `rows`, positions start..stop."""
+                if not self.is_initialized:
+                    self.lazy_initialization(keys.new_empty((batch, *keys.shape[1:])),
+                                             values.new_empty((batch, *values.shape[1:])))
+                self.kbuf[rows, :, start:stop] = keys
+                self.vbuf[rows, :, start:stop] = values
+
+            def set_length(self, length: int) -> None:
+                self.length = length
+                self.keys, self.values = self.kbuf[:, :, :length], self.vbuf[:, :, :length]
 
             def batch_select_indices(self, indices: Any) -> None:
                 if self.is_initialized:
