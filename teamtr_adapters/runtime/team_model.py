@@ -7,9 +7,9 @@
   about 1x (DESIGN.md). Mixed rows go through peft's per-row `adapter_names` path (exact).
 - The fast rollout path (`fast = True`, the default; `hf=reference` keeps the previous path for
   benchmarks and tests): identical (prompt, version) requests, such as the G samples of a prompt at
-  turn 0, are prefilled once and their KV cache rows copied; the KV cache is preallocated and written in
-  place (transformers' DynamicCache concatenates every layer's keys and values at every step, about half
-  of a decode step at batch 32 on CPU); the sampler draws by inverse CDF over exp(z - max) with one
+  turn 0, are prefilled once and their KV cache rows copied; distinct prompts are prefilled in chunks of
+  near-equal length (little padding); the KV cache is preallocated and written in place (transformers'
+  DynamicCache concatenates every layer's keys and values at every step); the sampler draws by inverse CDF over exp(z - max) with one
   uniform per row and takes the token's log-prob as z - logsumexp(z) (z = logits / temperature), about
   8x cheaper than log_softmax + exp + multinomial over the 49k vocabulary (Gumbel-max was measured and is
   not cheaper here: one exponential variate per vocabulary entry costs more than the softmax).
@@ -326,7 +326,7 @@ class TeamModel:
         logits: Any = None
         for chunk in _length_chunks(lengths):
             ids, cmask = self._left_pad([prompts[i] for i in chunk])
-            part = DynamicCache(config=self.model.config)
+            part: Any = DynamicCache(config=self.model.config)
             out = self._forward(ids, cmask, part, None if names is None else [names[i] for i in chunk], keep=1,
                                 routed=routed)[:, -1]
             rows = torch.tensor(chunk, device=self.device)
