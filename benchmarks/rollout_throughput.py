@@ -8,10 +8,15 @@ SmolLM2-135M-Instruct, budgets 64/48/24 tokens), N arithmetic prompts, the spec'
 - raw:        the backend's raw generate (for `hf`: transformers `model.generate` on the bare base,
               sampling, EOS stop) on exactly the batched run's per-turn prompts and budgets, so
               the protocol's overhead (templates, records, adapters, log-probs) is visible.
-Tokens/s counts generated tokens (EOS included) over wall time. Runs differ in sampled lengths, so
+Tokens/s counts generated tokens (EOS included) over wall time, and over this process's CPU time (with
+`--threads 1` the steadier figure on a machine shared with other jobs). Runs differ in sampled lengths, so
 compare tokens/s, not wall times.
 
-    python benchmarks/rollout_throughput.py [--episodes 32] [--backends hf,hf=unmerged] [--no-sequential] [--json]
+    python benchmarks/rollout_throughput.py [--episodes 32] [--group 1] [--backends hf,hf=reference,hf=unmerged]
+                                            [--no-sequential] [--json]
+
+`hf` is the fast rollout path; `hf=reference` the previous one (kept for this comparison); `vs_first` compares
+them when listed in that order. `--group G` rolls out episodes/G prompts x G samples, as training does.
 
 A backend measured here is any name `runtime.backend.create_backend` knows (`NAME` or `NAME=ARG`);
 its raw-generate function comes from `RAW_GENERATE` (a backend without one reports no raw line).
@@ -74,33 +79,39 @@ def raw_generate_vllm(backend: Any, turns: list[tuple[list[list[int]], int]], te
 RAW_GENERATE: dict[str, Callable[..., int]] = {"hf": raw_generate_hf, "vllm": raw_generate_vllm}
 
 
-def measure(spec_name: str, team: Any, items: list[Any], seed: int, sequential: bool = True) -> dict[str, Any]:
-    """Batched rollout, raw generate on its batches, then (with `sequential`) one-at-a-time rollout, on the
-    same prompts."""
-    t0 = time.perf_counter()
-    eps = team.rollout(items, 1, seed)
-    batched_s = time.perf_counter() - t0
-    batched_tok = sum(len(t.message_ids) for e in eps for t in e.turns)
+def _rate(tokens: int, wall: float, cpu: float) -> dict[str, Any]:
+    return {"tokens": tokens, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "tok_s": round(tokens / wall, 1),
+            "tok_cpu_s": round(tokens / cpu, 1)}
 
-    out = {"backend": spec_name, "episodes": len(items),
-           "batched": {"tokens": batched_tok, "wall_s": round(batched_s, 2), "tok_s": round(batched_tok / batched_s, 1)}}
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """fn()'s result, wall seconds and this process's CPU seconds (with --threads 1 the CPU figure hardly
+    moves when other jobs share the machine; wall time does)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def measure(spec_name: str, team: Any, items: list[Any], seed: int, sequential: bool = True,
+            group: int = 1) -> dict[str, Any]:
+    """Batched rollout, raw generate on its batches, then (with `sequential`) one-at-a-time rollout, on the
+    same prompts (`group` samples per prompt)."""
+    eps, wall, cpu = _timed(lambda: team.rollout(items, group, seed))
+    batched_tok = sum(len(t.message_ids) for e in eps for t in e.turns)
+    out = {"backend": spec_name, "episodes": len(eps), "batched": _rate(batched_tok, wall, cpu)}
     raw = RAW_GENERATE.get(spec_name.partition("=")[0])
     if raw is not None:
         turns = [([e.turns[t].prompt_ids for e in eps], team.spec.roles[t].max_new_tokens)
                  for t in range(team.spec.n_turns)]
-        t0 = time.perf_counter()
-        raw_tok = raw(team.backend, turns, team.spec.sampling.temperature, seed)
-        raw_s = time.perf_counter() - t0
-        out["raw_generate"] = {"tokens": raw_tok, "wall_s": round(raw_s, 2), "tok_s": round(raw_tok / raw_s, 1)}
+        raw_tok, wall, cpu = _timed(lambda: raw(team.backend, turns, team.spec.sampling.temperature, seed))
+        out["raw_generate"] = _rate(raw_tok, wall, cpu)
         out["protocol_vs_raw"] = round(out["batched"]["tok_s"] / out["raw_generate"]["tok_s"], 2)
+        out["protocol_vs_raw_cpu"] = round(out["batched"]["tok_cpu_s"] / out["raw_generate"]["tok_cpu_s"], 2)
     if not sequential:
         return out
-    t0 = time.perf_counter()
-    seq_tok = 0
-    for item in items:
-        seq_tok += sum(len(t.message_ids) for e in team.rollout([item], 1, seed) for t in e.turns)
-    seq_s = time.perf_counter() - t0
-    out["sequential"] = {"tokens": seq_tok, "wall_s": round(seq_s, 2), "tok_s": round(seq_tok / seq_s, 1)}
+    seq_tok, wall, cpu = _timed(lambda: sum(len(t.message_ids) for item in items
+                                            for e in team.rollout([item], group, seed) for t in e.turns))
+    out["sequential"] = _rate(seq_tok, wall, cpu)
     out["ratio"] = round(out["batched"]["tok_s"] / out["sequential"]["tok_s"], 2)
     return out
 
@@ -108,6 +119,8 @@ def measure(spec_name: str, team: Any, items: list[Any], seed: int, sequential: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=32)
+    ap.add_argument("--group", type=int, default=1, help="Samples per prompt (episodes / group prompts); training "
+                                                          "rollouts use the spec's group size (4 for math-trio).")
     ap.add_argument("--backends", default="hf", help="Comma-separated backend specs (e.g. hf,hf=unmerged).")
     ap.add_argument("--template", default="math-trio")
     ap.add_argument("--seed", type=int, default=0)
@@ -139,27 +152,33 @@ def main() -> None:
             with ExitStack() as stack:
                 team = load_team(reg, spec.name, backend=_backend_spec(spec_name, spec.base, stack),
                                  device=a.device, dtype=a.dtype)
-                items = team.task.sample(a.episodes, seed=a.seed, split="train")
+                items = team.task.sample(max(a.episodes // a.group, 1), seed=a.seed, split="train")
                 team.rollout(items[:2], 1, a.seed + 1)  # warm-up (kernels, caches), not timed
-                results.append(measure(spec_name, team, items, a.seed, a.sequential))
+                results.append(measure(spec_name, team, items, a.seed, a.sequential, a.group))
                 getattr(team.backend, "close", lambda: None)()  # the vllm engine's worker processes
                 del team
         for r in results:
             r["vs_first"] = round(r["batched"]["tok_s"] / results[0]["batched"]["tok_s"], 2)
-    meta = {"episodes": a.episodes, "template": a.template, "device": a.device, "dtype": a.dtype,
+            r["vs_first_cpu"] = round(r["batched"]["tok_cpu_s"] / results[0]["batched"]["tok_cpu_s"], 2)
+    meta = {"episodes": a.episodes, "group": a.group, "template": a.template, "device": a.device, "dtype": a.dtype,
             "threads": _threads(), "cpu": _cpu(), "load_avg_1m": round(os.getloadavg()[0], 1)}
     if a.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
         return
-    print(f"team rollout throughput: {a.template}, {a.episodes} episodes, {meta['threads']} threads, {meta['cpu']}, "
+    print(f"team rollout throughput: {a.template}, {a.episodes} episodes (group {a.group}), {meta['threads']} threads, {meta['cpu']}, "
           f"load average {meta['load_avg_1m']}")
-    print(f"{'backend':<14} {'batched tok/s':>14} {'one-at-a-time tok/s':>20} {'ratio':>6} {'raw generate tok/s':>19}"
+    print(f"{'backend':<20} {'batched tok/s':>14} {'one-at-a-time tok/s':>20} {'ratio':>6} {'raw generate tok/s':>19}"
           f" {'protocol/raw':>13} {'vs first':>9}")
     for r in results:
         raw = r.get("raw_generate", {}).get("tok_s", "-")
         seq = r.get("sequential", {}).get("tok_s", "-")
-        print(f"{r['backend']:<14} {r['batched']['tok_s']:>14} {seq:>20} {r.get('ratio', '-'):>6} "
+        print(f"{r['backend']:<20} {r['batched']['tok_s']:>14} {seq:>20} {r.get('ratio', '-'):>6} "
               f"{raw:>19} {r.get('protocol_vs_raw', '-'):>13} {r['vs_first']:>9}")
+    print("per CPU second of this process (steadier than wall time on a shared machine with --threads 1):")
+    for r in results:
+        raw = r.get("raw_generate", {}).get("tok_cpu_s", "-")
+        print(f"{r['backend']:<20} {r['batched']['tok_cpu_s']:>14} {'':>20} {'':>6} {raw:>19} "
+              f"{r.get('protocol_vs_raw_cpu', '-'):>13} {r['vs_first_cpu']:>9}")
 
 
 def _backend_spec(spec_name: str, base: str, stack: ExitStack) -> str:

@@ -25,6 +25,7 @@ def test_update_orders_and_single_spec():
     spec = load_spec("math-trio")
     rng = random.Random(0)
     assert update_order(spec, "speaking", rng) == ["solver", "critic", "refiner"]
+    assert update_order(spec, "reverse", rng) == ["refiner", "critic", "solver"]
     assert sorted(update_order(spec, "random", rng)) == ["critic", "refiner", "solver"]
     assert update_order(spec, "refiner, solver", rng) == ["refiner", "solver"]
     with pytest.raises(InputError, match="unknown: judge"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from teamtr_adapters.errors import TrainingAborted
-from teamtr_adapters.train.policy import adapter_param_names
+from teamtr_adapters.train.policy import adapter_param_names, agent_rows
 from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
 
 TINY = dict(device="cpu", dtype="float32")
@@ -111,7 +111,7 @@ def test_reward_for_a_target_token_rises_and_not_with_the_sign_flipped(home, tin
 def test_accepted_updates_stay_in_region(tiny_team):
     t = _trainer(tiny_team, steps=4, lr=5e-2, delta=0.02)
     res = run_stages(t, 1)
-    assert [r.role for r in res.records] == ["solver", "critic"]
+    assert [r.role for r in res.records] == ["critic", "solver"]  # the default order: last speaker first
     for r in res.records:
         assert r.d_tok_mean <= 0.02 and r.d_tok_fresh == r.d_tok_mean  # teamtr trains on fresh states
         assert r.tokens > 0 and r.reward_after is not None and r.l_fresh is not None and r.beta > 0
@@ -192,7 +192,7 @@ def test_suffix_resampling_keeps_prefixes_and_generates_fewer_tokens(tiny_team):
 
 def test_versions_carry_lineage_and_history_shows_each_update(tiny_team, cli):
     v1 = tiny_team.pins("tiny-duo")
-    t = _trainer(tiny_team, steps=1)
+    t = _trainer(tiny_team, steps=1, order="speaking")
     res = run_stages(t, 1)
     solver, critic = (tiny_team.version(r.version) for r in res.records)
     assert solver.meta["parent"] == v1["solver"] and critic.meta["parent"] == v1["critic"]
@@ -213,6 +213,68 @@ def test_versions_carry_lineage_and_history_shows_each_update(tiny_team, cli):
 
 def test_stale_versions_record_stage_start_context(tiny_team):
     v1 = tiny_team.pins("tiny-duo")
-    res = run_stages(_trainer(tiny_team, method="stale", steps=1), 1)
+    res = run_stages(_trainer(tiny_team, method="stale", steps=1, order="speaking"), 1)
     critic = tiny_team.version(res.records[1].version)
     assert critic.meta["context"] == {"solver": v1["solver"]}  # trained on the stage-start team's rollouts
+
+
+@pytest.mark.parametrize("order,turns", [(None, [3, 1, 2]), ("speaking", [3, 3, 2])])
+def test_update_order_sets_what_suffix_resampling_regenerates(home, tiny_base, tiny_base_dir, order, turns):
+    """Three agents with equal budgets, one teamtr stage: in the default (reverse) order the rollout sets
+    regenerate 3, 1 and 2 turns, (n+1)/2n = 2/3 of full resampling's 9; in speaking order 3, 3 and 2."""
+    from conftest import TINY_SPEC
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.spec import parse_spec
+
+    text = TINY_SPEC.format(base=tiny_base_dir).replace('name = "tiny-duo"', 'name = "tiny-trio"')
+    spec = parse_spec(text + '[[roles]]\nname = "refiner"\nsystem_prompt = "Answer."\nmax_new_tokens = 6\n')
+    reg = Registry()
+    reg.init_team(spec, tiny_base)
+    cfg = dict(steps=1, group_size=4, prompts=2, max_new_tokens=4, lr=1e-2, delta=0.05, probe_prompts=0, redraws=0)
+    if order:
+        cfg["order"] = order
+    t = Trainer(reg, "tiny-trio", TrainConfig(**cfg), reward_fn=even_first_token, **TINY)
+    assert t.cfg.order == (order or "reverse")
+    res = run_stages(t, 1)
+    assert [r.role for r in res.records] == (["refiner", "critic", "solver"] if order is None
+                                             else ["solver", "critic", "refiner"])
+    # the random tiny model never samples EOS in these seeds: every message has the 4-token budget
+    assert [r.tokens for r in res.records] == [k * 2 * 4 * 4 for k in turns]
+
+
+def test_diagnostic_options_skip_their_work(tiny_team):
+    """--no-stale-gap skips L_stale's forward on the stage-start rows; --no-reward-after skips the end-of-stage
+    diagnostic rollout (no diag tokens for it, reward_after unknown). The defaults compute both."""
+    on = run_stages(_trainer(tiny_team, steps=1, probe_prompts=0, redraws=0), 1)
+    assert on.records[1].l_stale is not None and on.records[1].stale_gap is not None
+    assert on.records[-1].reward_after is not None and on.records[-1].diag_tokens > 0
+    off = run_stages(_trainer(tiny_team, steps=1, probe_prompts=0, redraws=0, stale_gap=False, reward_after=False), 1)
+    assert off.records[0].l_stale is not None  # the first update trains on the stage-start rollouts: free
+    assert off.records[1].l_stale is None and off.records[1].stale_gap is None
+    assert off.records[-1].reward_after is None and off.records[-1].diag_tokens == 0
+
+
+def test_micro_batches_in_length_order_give_row_order_results(tiny_team):
+    """Rows run in length-sorted micro-batches; the measurement comes back in row order and does not depend on
+    the micro-batch size."""
+    from teamtr_adapters.train.policy import WorkingCopy
+
+    t = _trainer(tiny_team, max_new_tokens=6)
+    ro = t.rollout(t.task.sample(3, seed=0, split="train"), seed=1)
+    rows = agent_rows(ro.episodes, "critic", [float(i % 3) - 1 for i in range(len(ro.episodes))])
+    rows.completions = [c[:1 + i % 6] for i, c in enumerate(rows.completions)]  # unequal lengths
+    rows.engine_logprobs = [lp[:len(c)] for lp, c in zip(rows.engine_logprobs, rows.completions)]
+    parent = t.pins["critic"]
+    out = []
+    for mb in (8, 3):
+        work = WorkingCopy(t.tm, parent, tiny_team.version_path(parent), f"mb-{mb}", t.loss_cfg, micro_batch=mb)
+        try:
+            out.append(work.run_pass(rows, [], 0.1, backward=False))
+        finally:
+            work.close()
+    expected = t.tm.logprobs(rows.prompts, rows.completions, parent, temperature=t.loss_cfg.temperature)
+    for m in out:
+        assert [len(r) for r in m.trainer_logprobs] == [len(c) for c in rows.completions]
+        for got, want in zip(m.trainer_logprobs, expected):
+            torch.testing.assert_close(torch.tensor(got), want, atol=1e-4, rtol=0)
+    assert abs(out[0].loss - out[1].loss) < 1e-5

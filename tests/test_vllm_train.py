@@ -131,7 +131,7 @@ def test_train_cli_with_backend_vllm_reports_the_gap(team, cli):
     d = json.loads(out)
     assert d["backend"] == "vllm" and d["updates"] == 2 and _gap_ok(d["logprob_gap"])
     lines = [json.loads(x) for x in (team.home / "runs" / d["run"] / "updates.jsonl").read_text().splitlines()]
-    assert [x["role"] for x in lines] == ["solver", "critic"] and all(_gap_ok(x["logprob_gap"]) for x in lines)
+    assert [x["role"] for x in lines] == ["critic", "solver"] and all(_gap_ok(x["logprob_gap"]) for x in lines)
 
 
 @pytest.mark.vllm

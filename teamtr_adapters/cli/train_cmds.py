@@ -97,7 +97,8 @@ def train(
                                        "the registry)."),
     updates: int = typer.Option(1, "--updates", help="With ROLE: component updates, each on fresh rollouts."),
     stages: Optional[int] = typer.Option(None, "--stages", help="Without ROLE: full TeamTR stages."),
-    order: str = typer.Option("speaking", "--order", help="Update order: speaking | random | ROLE,ROLE,..."),
+    order: str = typer.Option("reverse", "--order", help="Update order: reverse (last speaker first; suffix "
+                              "resampling then regenerates (n+1)/2n of the turns) | speaking | random | ROLE,ROLE,..."),
     method: str = typer.Option("teamtr", "--method",
                                help="teamtr | stale | stale-is | resample-every-k | joint | single"),
     resample: str = typer.Option("suffix", "--resample", help="suffix (exact, cheaper) | full"),
@@ -127,6 +128,11 @@ def train(
                                        "(out-of-sample updates; no suffix reuse)."),
     diag: bool = typer.Option(True, "--diag/--no-diag",
                               help="Stale methods: roll out intermediate teams for L_fresh and D_tok (extra tokens)."),
+    stale_gap: bool = typer.Option(True, "--stale-gap/--no-stale-gap", help="Also score each update "
+                                   "on the stage-start rollouts (L_stale, the stale gap; one extra forward per update)."),
+    reward_after: bool = typer.Option(True, "--reward-after/--no-reward-after", help="Roll out the new team on the "
+                                      "stage's last prompts for the last updates' reward_after (a diagnostic rollout "
+                                      "per stage)."),
     tis_cap: Optional[float] = typer.Option(None, "--tis-cap", help="Truncated importance sampling: weight each "
                                             "token's surrogate term by min(pi_trainer / pi_engine, CAP); default "
                                             "2 when another engine or dtype plays the rollouts, else off; 0: off."),
@@ -161,7 +167,7 @@ def train(
                       ratio=ratio, group_size=group_size, prompts=prompts, max_new_tokens=max_new_tokens,
                       micro_batch=micro_batch, seed=seed, diag_fresh=diag, eval_n=eval_n, eval_k=eval_k,
                       tis_cap=tis_cap, probe_prompts=probe_prompts, redraws=redraws, redraw_prompts=redraw_prompts,
-                      fresh_prompts=fresh_prompts)
+                      fresh_prompts=fresh_prompts, stale_gap=stale_gap, reward_after=reward_after)
     reg = open_registry()
     reg.check_writable()  # e.g. a Hub registry offline: refused before any model loads
     team = default_team(reg, team)

@@ -5,6 +5,16 @@
   turn), that adapter is merged into the base weights for the call and the original weights are
   restored bitwise afterwards: un-merged LoRA costs about 0.55x of base speed at batch 32, merged
   about 1x (DESIGN.md). Mixed rows go through peft's per-row `adapter_names` path (exact).
+- The fast rollout path (`fast = True`, the default; `hf=reference` keeps the previous path for
+  benchmarks and tests): identical (prompt, version) requests, such as the G samples of a prompt at
+  turn 0, are prefilled once and their KV cache rows copied; distinct prompts are prefilled in chunks of
+  near-equal length (little padding); the KV cache is preallocated and written in place (transformers'
+  DynamicCache concatenates every layer's keys and values at every step); the sampler draws by inverse CDF over exp(z - max) with one
+  uniform per row and takes the token's log-prob as z - logsumexp(z) (z = logits / temperature), about
+  8x cheaper than log_softmax + exp + multinomial over the 49k vocabulary (Gumbel-max was measured and is
+  not cheaper here: one exponential variate per vocabulary entry costs more than the softmax).
+- A forward in which every row uses one adapter runs that adapter as the LoRA layers' active adapter
+  (peft's per-row `adapter_names` dispatch hooks and index ops are skipped; `requires_grad` is untouched).
 - `logprobs(...)`: log-probs of given completion tokens under any loaded version or the bare base.
 - `token_kl(p, q, ...)`: exact full-vocabulary KL(p || q) at every completion token state.
 
@@ -53,6 +63,8 @@ class TeamModel:
         self._names: dict[str, str] = {}  # version id -> peft adapter name
         self._saved: dict[Any, Any] = {}  # LoRA layer -> its original base weight (for exact unmerge)
         self.merge_single = True
+        self.fast = True  # the fast rollout path (module docstring); False: the reference path
+        self._lora_layers: list[Any] | None = None  # peft's LoRA layers (cached; reset when adapters change)
         config = self.model.config
         self.context_window: int | None = getattr(config, "max_position_embeddings", None)
         eos = self.model.generation_config.eos_token_id
@@ -99,12 +111,14 @@ class TeamModel:
                                            f"{str(e).splitlines()[0]}") from None
         self.peft.eval()
         self._names[version] = name
+        self._lora_layers = None
 
     def unload_adapter(self, version: str) -> None:
         """Delete a loaded version from the model (no-op when it is not loaded)."""
         name = self._names.pop(version, None)
         if name is not None:
             self.peft.delete_adapter(name)
+            self._lora_layers = None
 
     # -- forward -----------------------------------------------------------------------------------
     def _row_names(self, versions: str | None | Sequence[str | None], n: int) -> list[str] | None:
@@ -112,29 +126,57 @@ class TeamModel:
         rows = _per_row(versions, n)
         return None if all(v is None for v in rows) else [self.adapter_name(v) for v in rows]
 
-    def _forward(self, ids: Any, mask: Any, cache: Any, names: list[str] | None, keep: int) -> Any:
+    def _forward(self, ids: Any, mask: Any, cache: Any, names: list[str] | None, keep: int, *,
+                 routed: bool = False) -> Any:
         """Logits of the last `keep` positions; `names=None` runs the base weights as they are.
 
-        Adapters are always chosen per row (`adapter_names`), never with peft's `set_adapter` or
-        `disable_adapter`, which silently change `requires_grad` (a trainer's trainable set stays put)."""
+        Adapters are never chosen with peft's `set_adapter` or `disable_adapter`, which silently change
+        `requires_grad` (a trainer's trainable set stays put). Rows that all use one adapter run it as the
+        LoRA layers' active adapter (no per-row dispatch; `fast`), mixed rows through `adapter_names`.
+        `routed`: the caller already holds `_route(names)` (a sampling loop enters it once)."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
         kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                   use_cache=cache is not None, logits_to_keep=keep)
         if self.peft is None:
             return self.model(**kw).logits
-        if names is None:
-            with self._lora_off():
-                return self.model(**kw).logits
+        if routed:
+            return self._routed_forward(kw, names)
+        with self._route(names):
+            return self._routed_forward(kw, names)
+
+    def _routed_forward(self, kw: dict[str, Any], names: list[str] | None) -> Any:
+        if names is None or (self.fast and len(set(names)) == 1):
+            return self.model(**kw).logits
         return self.peft(**kw, adapter_names=names).logits
+
+    @contextmanager
+    def _route(self, names: list[str] | None) -> Iterator[None]:
+        """The LoRA layers' state for a forward on rows `names`: adapters off (None), one active adapter
+        (every row the same, fast path), or left as they are (per-row `adapter_names`, or no peft model)."""
+        if self.peft is None:
+            yield
+        elif names is None:
+            with self._lora_off():
+                yield
+        elif self.fast and len(set(names)) == 1:
+            with self._lora_only(names[0]):
+                yield
+        else:
+            yield
+
+    def _layers(self) -> list[Any]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if self._lora_layers is None:
+            self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        return self._lora_layers
 
     @contextmanager
     def _lora_off(self) -> Iterator[None]:
         """Every LoRA layer computes its base layer only. peft's `disable_adapter` would do the same but
         also reset `requires_grad`; this flips only the layers' disable flag (peft 0.21 attribute) and
         skips the per-row `adapter_names` hooks, about 15% of a decode step at batch 32 here."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        layers = self._layers()
         before = [m._disable_adapters for m in layers]
         for m in layers:
             m._disable_adapters = True
@@ -143,6 +185,20 @@ class TeamModel:
         finally:
             for m, flag in zip(layers, before):
                 m._disable_adapters = flag
+
+    @contextmanager
+    def _lora_only(self, name: str) -> Iterator[None]:
+        """Every LoRA layer computes its base layer plus adapter `name` only (peft 0.21's `_active_adapter`
+        attribute, set directly: `set_adapter` would also change `requires_grad`)."""
+        layers = self._layers()
+        before = [(m._active_adapter, m._disable_adapters) for m in layers]
+        for m in layers:
+            m._active_adapter, m._disable_adapters = [name], False
+        try:
+            yield
+        finally:
+            for m, (active, flag) in zip(layers, before):
+                m._active_adapter, m._disable_adapters = active, flag
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
         import torch
@@ -188,23 +244,106 @@ class TeamModel:
         versions = {r.version for r in requests}
         single = len(versions) == 1
         gen = torch.Generator(device=self.device).manual_seed(seed)
+        sample = self._sample_fast if self.fast else self._sample
         with torch.no_grad():
             if single and (self.peft is None or None in versions or not self.merge_single):
-                return self._sample(requests, self._row_names(requests[0].version, len(requests)),
-                                    temperature, top_p, gen)
+                return sample(requests, self._row_names(requests[0].version, len(requests)), temperature, top_p, gen)
             if single:
                 assert requests[0].version is not None  # the bare base (None) was sampled above
                 self._merge(requests[0].version)
                 try:
-                    return self._sample(requests, None, temperature, top_p, gen)
+                    return sample(requests, None, temperature, top_p, gen)
                 finally:
                     self._restore()
-            return self._sample(requests, self._row_names([r.version for r in requests], len(requests)),
-                                temperature, top_p, gen)
+            return sample(requests, self._row_names([r.version for r in requests], len(requests)),
+                          temperature, top_p, gen)
+
+    def _sample_fast(self, requests: list[GenRequest], names: list[str] | None, temperature: float, top_p: float,
+                     gen: Any) -> list[GenResult]:
+        """The fast sampling loop (module docstring): identical requests prefilled once, a preallocated KV
+        cache, the inverse-CDF sampler; finished rows are pruned from the batch as they pile up."""
+        import torch
+
+        keys = [(tuple(r.prompt_ids), None if names is None else names[i]) for i, r in enumerate(requests)]
+        first: dict[Any, int] = {}
+        for k in keys:
+            first.setdefault(k, len(first))
+        uniq = list(first)  # distinct (prompt, adapter) pairs, in order of first appearance
+        expand = torch.tensor([first[k] for k in keys], device=self.device)
+        budget = torch.tensor([r.max_new_tokens for r in requests], device=self.device)
+        # one adapter state for the whole loop when every row has the same (pruning keeps that true)
+        routed = names is None or len(set(names)) == 1
+        with self._route(names if routed else []):
+            cache, mask, logits = self._prefill([list(p) for p, _ in uniq],
+                                                None if names is None else [n for _, n in uniq],
+                                                int(budget.max()), routed)
+            if len(uniq) < len(requests):  # copy the shared prompts' KV rows out to every request
+                cache.batch_select_indices(expand)
+                logits, mask = logits[expand], mask[expand]
+            rows = torch.arange(len(requests), device=self.device)  # request index of each row in the batch
+            done = torch.zeros(len(requests), dtype=torch.bool, device=self.device)
+            out_ids: list[list[int]] = [[] for _ in requests]
+            out_lp: list[list[float]] = [[] for _ in requests]
+            step = 0
+            while True:
+                tok, lp = _pick_fast(logits, temperature, top_p, gen)
+                live, row_of = (~done).nonzero().flatten().tolist(), rows.tolist()
+                for j, t, l in zip(live, tok[live].tolist(), lp[live].tolist()):
+                    out_ids[row_of[j]].append(t)
+                    out_lp[row_of[j]].append(l)
+                step += 1
+                done |= torch.isin(tok, self.eos_ids) | (step >= budget[rows])
+                if bool(done.all()):
+                    break
+                if int(done.sum()) >= max(1, PRUNE_SHARE * len(rows)):
+                    keep = (~done).nonzero().flatten()
+                    cache.batch_select_indices(keep)
+                    mask, rows, tok, done = mask[keep], rows[keep], tok[keep], done[keep]
+                    names = None if names is None else [names[i] for i in keep.tolist()]
+                tok = torch.where(done, self.tokenizer.pad_token_id, tok)
+                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+                logits = self._forward(tok[:, None], mask, cache, names, keep=1, routed=routed)[:, -1]
+        return [GenResult(ids=i, logprobs=l) for i, l in zip(out_ids, out_lp)]
+
+    def _prefill(self, prompts: list[list[int]], names: list[str] | None, new_tokens: int,
+                 routed: bool) -> tuple[Any, Any, Any]:
+        """Prefill `prompts` into a preallocated KV cache with room for `new_tokens` more positions; returns
+        (cache, attention mask [B, W], last-position logits [B, V]). Prompts are sorted by length and run
+        in chunks of near-equal length (a prefill's cost is its padded token count: one left-padded batch of
+        a turn's prompts is 15-30% padding), then laid out left-padded to the longest prompt W, as one
+        batch would be."""
+        import torch
+
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+        cache = _slab_cache(self.model.config, width + new_tokens)
+        if not _is_slab(cache):  # a model with its own kind of cache layers: one batch, transformers' cache
+            ids, mask = self._left_pad(prompts)
+            return cache, mask, self._forward(ids, mask, cache, names, keep=1, routed=routed)[:, -1]
+        from transformers import DynamicCache
+
+        logits: Any = None
+        for chunk in _length_chunks(lengths):
+            ids, cmask = self._left_pad([prompts[i] for i in chunk])
+            part: Any = DynamicCache(config=self.model.config)
+            out = self._forward(ids, cmask, part, None if names is None else [names[i] for i in chunk], keep=1,
+                                routed=routed)[:, -1]
+            rows = torch.tensor(chunk, device=self.device)
+            if logits is None:
+                logits = out.new_empty((len(prompts), out.shape[-1]))
+            logits[rows] = out
+            mask[rows, width - ids.shape[1]:] = cmask
+            for slab, layer in zip(cache.layers, part.layers):
+                slab.write_rows(rows, width - ids.shape[1], width, layer.keys, layer.values, len(prompts))
+        for slab in cache.layers:
+            slab.set_length(width)
+        return cache, mask, logits
 
     def _sample(self, requests: list[GenRequest], names: list[str] | None, temperature: float, top_p: float,
                 gen: Any) -> list[GenResult]:
-        """The sampling loop with a KV cache; finished rows are pruned from the batch as they pile up."""
+        """The reference sampling loop (`fast = False`): DynamicCache, log_softmax + multinomial, every
+        request prefilled; finished rows are pruned from the batch as they pile up."""
         import torch
         from transformers import DynamicCache
 
@@ -321,10 +460,143 @@ def _pick(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any,
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
 
+def _pick_fast(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
+    """`_pick`'s distribution and log-probs, cheaper: inverse-CDF sampling over exp(z - max z) with one
+    uniform per row (z = logits / temperature, in float32) and log-prob z[tok] - logsumexp(z); with top-p,
+    the same over the kept prefix of the sorted distribution. Temperature 0: the argmax and its
+    log-prob under softmax(logits)."""
+    import torch
+
+    z = logits.float() if temperature == 0 else logits.float() / temperature
+    peak = z.amax(-1, keepdim=True)
+    w = (z - peak).exp_()  # unnormalised probabilities, the largest exactly 1
+    if temperature == 0:
+        tok = z.argmax(-1)
+        total = w.double().sum(-1, keepdim=True)
+    elif top_p < 1.0:
+        u = torch.rand((z.shape[0], 1), generator=gen, device=z.device, dtype=torch.float64)
+        sorted_w, order = w.sort(-1, descending=True)
+        total = sorted_w.double().sum(-1, keepdim=True)
+        cum = sorted_w.double().cumsum(-1)
+        kept = (cum - sorted_w.double() < top_p * total).sum(-1, keepdim=True)  # smallest prefix reaching top_p
+        idx = torch.searchsorted(cum, u * cum.gather(-1, kept - 1), right=True).clamp_(max=z.shape[1] - 1)
+        idx = torch.minimum(idx, kept - 1)
+        tok = order.gather(-1, idx)[:, 0]
+    else:
+        u = torch.rand((z.shape[0], 1), generator=gen, device=z.device, dtype=torch.float64)
+        cum = w.double().cumsum(-1)  # float64: the running sum over 49k entries keeps every step exact enough
+        total = cum[:, -1:]
+        tok = torch.searchsorted(cum, u * total, right=True).clamp_(max=z.shape[1] - 1)[:, 0]
+    # log softmax(z)[tok] = (z[tok] - max z) - log sum exp(z - max z), the sum in float64
+    return tok, ((z.gather(-1, tok[:, None]) - peak)[:, 0].double() - total[:, 0].log()).float()
+
+
+def _length_chunks(lengths: list[int], slack: float = 0.06, most: int = 32) -> list[list[int]]:
+    """Indices of `lengths` sorted by length, cut into chunks in which padding to the chunk's longest costs at
+    most `slack` of it (+2 tokens), `most` rows at most."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks: list[list[int]] = []
+    for i in order:
+        if chunks and len(chunks[-1]) < most and lengths[i] - lengths[chunks[-1][0]] <= slack * lengths[i] + 2:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def _is_slab(cache: Any) -> bool:
+    return all(type(layer).__name__ == "_SlabLayer" for layer in cache.layers)
+
+
+def _slab_cache(config: Any, capacity: int) -> Any:
+    """A DynamicCache whose layers write keys and values in place into buffers of `capacity` positions
+    (`_SlabLayer`); a model whose cache layers are not plain `DynamicLayer`s keeps transformers' own."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_slab_layer_class()(capacity) for _ in cache.layers]
+    return cache
+
+
+_SLAB: Any = None
+
+
+def _slab_layer_class() -> Any:
+    """`_SlabLayer`, defined on first use (transformers is imported lazily)."""
+    global _SLAB
+    if _SLAB is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class _SlabLayer(DynamicLayer):
+            """A DynamicLayer over preallocated [B, H, capacity, D] buffers: `update` writes the new positions in
+            place and returns views of the filled part (no per-step concatenation)."""
+
+            def __init__(self, capacity: int) -> None:
+                super().__init__()
+                self.capacity, self.length = capacity, 0
+                self.kbuf: Any = None
+                self.vbuf: Any = None
+
+            def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+                import torch
+
+                self.device = key_states.device
+                b, h, _, dk = key_states.shape
+                # zeros, not empty: padding positions are masked, but a NaN there would still poison attention
+                self.kbuf = torch.zeros((b, h, self.capacity, dk), dtype=key_states.dtype, device=self.device)
+                self.vbuf = torch.zeros((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
+                                        device=self.device)
+                self.is_initialized = True
+
+            def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                n = key_states.shape[-2]
+                if self.length + n > self.capacity:
+                    raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
+                self.kbuf[:, :, self.length:self.length + n] = key_states
+                self.vbuf[:, :, self.length:self.length + n] = value_states
+                self.length += n
+                self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+                return self.keys, self.values
+
+            def get_seq_length(self) -> int:
+                return self.length
+
+            def write_rows(self, rows: Any, start: int, stop: int, keys: Any, values: Any, batch: int) -> None:
+                """Write a prefilled chunk's keys and values into rows `rows`, positions start..stop."""
+                if not self.is_initialized:
+                    self.lazy_initialization(keys.new_empty((batch, *keys.shape[1:])),
+                                             values.new_empty((batch, *values.shape[1:])))
+                self.kbuf[rows, :, start:stop] = keys
+                self.vbuf[rows, :, start:stop] = values
+
+            def set_length(self, length: int) -> None:
+                self.length = length
+                self.keys, self.values = self.kbuf[:, :, :length], self.vbuf[:, :, :length]
+
+            def batch_select_indices(self, indices: Any) -> None:
+                if self.is_initialized:
+                    self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+                    self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
+        _SLAB = _SlabLayer
+    return _SLAB
+
+
+HF_ARGS = ("unmerged", "reference", "unmerged+reference")
+
+
 def create_hf_backend(base: BaseRef, *, device: str = "auto", dtype: str = "auto", arg: str | None = None) -> TeamModel:
-    """The `hf` backend factory (transformers + peft): a TeamModel; `hf=unmerged` never merges adapters."""
-    if arg not in (None, "unmerged"):
-        raise InputError(f"the hf backend takes no argument but 'unmerged' (got {arg!r})")
+    """The `hf` backend factory (transformers + peft): a TeamModel. `hf=unmerged` never merges adapters;
+    `hf=reference` uses the reference rollout path (the previous sampler and KV cache, no shared prefill,
+    per-row adapter dispatch); `hf=unmerged+reference` both."""
+    if arg not in (None, *HF_ARGS):
+        raise InputError(f"the hf backend takes no argument but one of {', '.join(HF_ARGS)} (got {arg!r})")
     model = TeamModel(base, device=device, dtype=dtype)
-    model.merge_single = arg is None
+    parts = set((arg or "").split("+"))
+    model.merge_single = "unmerged" not in parts
+    model.fast = "reference" not in parts
     return model

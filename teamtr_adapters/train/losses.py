@@ -11,6 +11,7 @@ softmax(logits / temperature).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -106,6 +107,59 @@ def token_kl(ref_logp_full: Tensor, new_logp_full: Tensor) -> Tensor:
     return (ref_logp_full.exp() * (ref_logp_full - new_logp_full)).sum(dim=-1)
 
 
+class _PolicyTerms(torch.autograd.Function):
+    """The new policy's token log-probs and the exact token KL(ref || new) from the new logits, computed in
+    chunks of token states: the same float32 formulas as `log_softmax_t` + `gather_logp` + `token_kl`, but no
+    [B, T, V] intermediate is kept for the backward (it recomputes softmax(new) chunk by chunk from the saved
+    logits), and each chunk's vocabulary passes stay in cache. Gradient w.r.t. the logits:
+    (g_lp * (onehot(target) - p_new) + g_kl * (p_new - p_ref)) / temperature."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, ref_logp: Tensor, targets: Tensor, temperature: float,
+                chunk: int) -> tuple[Tensor, Tensor]:
+        v = logits.shape[-1]
+        flat, ref, tg = logits.reshape(-1, v), ref_logp.reshape(-1, v), targets.reshape(-1, 1)
+        n = flat.shape[0]
+        kl = flat.new_empty(n, dtype=torch.float32)
+        lp = flat.new_empty(n, dtype=torch.float32)
+        for s in range(0, n, chunk):
+            # exactly log_softmax_t's arithmetic, so that the KL to a reference computed by log_softmax_t
+            # cancels the same way (at equal logits it is exactly 0)
+            new = (flat[s:s + chunk].float() / temperature).log_softmax(dim=-1)
+            r = ref[s:s + chunk]
+            lp[s:s + chunk] = new.gather(-1, tg[s:s + chunk])[:, 0]
+            kl[s:s + chunk] = (r.exp() * (r - new)).sum(-1)
+        ctx.save_for_backward(logits, ref_logp, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return lp.view(targets.shape), kl.view(targets.shape)
+
+    @staticmethod
+    def backward(ctx: Any, g_lp: Tensor | None, g_kl: Tensor | None) -> tuple[Any, ...]:
+        logits, ref_logp, targets = ctx.saved_tensors
+        t, chunk, v = ctx.temperature, ctx.chunk, logits.shape[-1]
+        flat, ref, tg = logits.reshape(-1, v), ref_logp.reshape(-1, v), targets.reshape(-1, 1)
+        n = flat.shape[0]
+        zero = torch.zeros(targets.shape, dtype=torch.float32, device=flat.device)
+        gl = (g_lp if g_lp is not None else zero).reshape(-1, 1).float()
+        gk = (g_kl if g_kl is not None else zero).reshape(-1, 1).float()
+        grad = torch.empty((n, v), dtype=torch.float32, device=flat.device)
+        for s in range(0, n, chunk):
+            p_new = (flat[s:s + chunk].float() / t).log_softmax(dim=-1).exp_()
+            a, b = gl[s:s + chunk], gk[s:s + chunk]
+            g = p_new.mul_(b - a).sub_(ref[s:s + chunk].exp().mul_(b))
+            g.scatter_add_(-1, tg[s:s + chunk], a)
+            grad[s:s + chunk] = g.div_(t)
+        return grad.view(logits.shape).to(logits.dtype), None, None, None, None
+
+
+def policy_terms(new_logits: Tensor, ref_logp_full: Tensor, targets: Tensor, temperature: float = 1.0,
+                 chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """(new token log-probs [B, T], exact token KL(ref || new) [B, T]) under softmax(logits / temperature),
+    chunked (see `_PolicyTerms`); equal to `gather_logp(log_softmax_t(...))` and `token_kl(...)`."""
+    t = temperature if temperature > 0 else 1.0
+    return _PolicyTerms.apply(new_logits, ref_logp_full, targets, t, chunk)
+
+
 def kl_estimators(old_logp: Tensor, new_logp: Tensor, mask: Tensor) -> dict[str, float]:
     """The sampled KL(old || new) estimators on tokens drawn from the old policy, masked means:
     k1 = log old - log new (unbiased, noisy), k3 = (r - 1) - log r with r = new/old (unbiased, >= 0)."""
@@ -132,6 +186,7 @@ class LossConfig:
     log_clamp: float = 20.0
     temperature: float = 1.0
     tis_cap: float | None = None
+    fused: bool = True  # token log-probs and KL by `policy_terms` (chunked, no [B, T, V] intermediates kept)
 
 
 def update_loss(new_logits: Tensor, targets: Tensor, ref_logp_full: Tensor, adv: Tensor, mask: Tensor,
@@ -148,9 +203,12 @@ def update_loss(new_logits: Tensor, targets: Tensor, ref_logp_full: Tensor, adv:
     m = mask.float()
     n_tokens = n_tokens or int(m.sum())
     n_rows = n_rows or mask.shape[0]
-    new_lp_full = log_softmax_t(new_logits, cfg.temperature)
-    new_logp = gather_logp(new_lp_full, targets)
-    kl = token_kl(ref_logp_full, new_lp_full)
+    if cfg.fused:
+        new_logp, kl = policy_terms(new_logits, ref_logp_full, targets, cfg.temperature)
+    else:
+        new_lp_full = log_softmax_t(new_logits, cfg.temperature)
+        new_logp = gather_logp(new_lp_full, targets)
+        kl = token_kl(ref_logp_full, new_lp_full)
     ratio = policy_ratio(new_logp, gather_logp(ref_logp_full, targets), mask, cfg.ratio, cfg.log_clamp)
     surrogate, _ = clipped_surrogate(ratio, adv, mask, cfg.clip_eps, cfg.ratio, n_tokens, n_rows, tis)
     loss = -surrogate + beta * (kl * m).sum() / n_tokens

@@ -127,8 +127,14 @@ class WorkingCopy:
         (out_dir / CONFIG).write_bytes((self.parent_path / CONFIG).read_bytes())
         return out_dir
 
-    def _logits(self, rows: LossRows, sl: slice, version: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.tm.completion_logits(rows.prompts[sl], rows.completions[sl], version)
+    def _logits(self, rows: LossRows, idx: list[int], version: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.tm.completion_logits([rows.prompts[i] for i in idx], [rows.completions[i] for i in idx], version)
+
+    def batches(self, rows: LossRows) -> list[list[int]]:
+        """Micro-batches of row indices, rows sorted by length (prompt + completion) so that each micro-batch
+        pads little; the same for every pass over the same rows (the reference cache is per micro-batch)."""
+        order = sorted(range(len(rows)), key=lambda i: (len(rows.prompts[i]) + len(rows.completions[i]), i))
+        return [order[s:s + self.micro_batch] for s in range(0, len(order), self.micro_batch)]
 
     def run_pass(self, rows: LossRows, ref_cache: list[torch.Tensor | None] | None, beta: float, *,
                  backward: bool) -> Measurement:
@@ -153,25 +159,28 @@ class WorkingCopy:
         self.zero_grad()
         n_tok = rows.n_tokens if n_tokens is None else n_tokens
         n_rows = len(rows) if n_rows is None else n_rows
-        kls, new_rows, old_rows, loss_sum = [], [], [], 0.0
+        kls: list[Any] = [None] * len(rows)  # per row, in row order (micro-batches run in length order)
+        new_rows: list[Any] = [None] * len(rows)
+        old_rows: list[Any] = [None] * len(rows)
+        loss_sum = 0.0
         adv = torch.tensor(rows.adv, dtype=torch.float32, device=self.tm.device)
-        for i, sl in enumerate(rows.batches(self.micro_batch)):
+        for i, idx in enumerate(self.batches(rows)):
             with torch.set_grad_enabled(backward):
-                logits, targets, mask = self._logits(rows, sl, self.key)
+                logits, targets, mask = self._logits(rows, idx, self.key)
                 ref = ref_cache[i] if ref_cache is not None and i < len(ref_cache) else None
                 if ref is None:
                     if ref_cache is not None:  # first pass: the working copy is the parent
                         ref = log_softmax_t(logits.detach(), self.cfg.temperature)
                     else:
                         with torch.no_grad():
-                            ref = log_softmax_t(self._logits(rows, sl, self.parent)[0], self.cfg.temperature)
+                            ref = log_softmax_t(self._logits(rows, idx, self.parent)[0], self.cfg.temperature)
                     if ref_cache is not None:
                         ref_cache.append(ref)
                 old_logp = gather_logp(ref, targets)
-                tis = (tis_tensor(rows.engine_logprobs[sl], old_logp, mask, self.cfg.tis_cap)
+                tis = (tis_tensor([rows.engine_logprobs[j] for j in idx], old_logp, mask, self.cfg.tis_cap)
                        if self.cfg.tis_cap else None)
-                loss, kl, new_logp = update_loss(logits, targets, ref, adv[sl], mask, self.cfg, beta, n_tok, n_rows,
-                                                 tis)
+                loss, kl, new_logp = update_loss(logits, targets, ref, adv[idx], mask, self.cfg, beta, n_tok,
+                                                 n_rows, tis)
             if not math.isfinite(float(loss.detach())):
                 self.zero_grad()
                 raise TrainingAborted(f"non-finite loss ({float(loss.detach())}) in an update of {self.key}; "
@@ -179,11 +188,11 @@ class WorkingCopy:
             if backward:
                 loss.backward()
             loss_sum += float(loss.detach())
-            for r in range(mask.shape[0]):
+            for r, j in enumerate(idx):
                 m = mask[r]
-                kls.append(kl[r][m].float().cpu())
-                new_rows.append(new_logp[r][m].float().cpu())
-                old_rows.append(old_logp[r][m].float().cpu())
+                kls[j] = kl[r][m].float().cpu()
+                new_rows[j] = new_logp[r][m].float().cpu()
+                old_rows[j] = old_logp[r][m].float().cpu()
         return kls, new_rows, old_rows, loss_sum
 
     def _measure(self, kls: list[torch.Tensor], new_rows: list[torch.Tensor], old_rows: list[torch.Tensor],

@@ -76,7 +76,7 @@ class TrainConfig:
     """Every training option. `None` takes the team spec's value ([trust_region], [sampling])."""
 
     method: str = "teamtr"
-    order: str = "speaking"
+    order: str = "reverse"  # reverse | speaking | random | ROLE,ROLE,... (baselines.update_order: why reverse)
     resample: str = "suffix"  # suffix | full
     resample_every: int = 2  # k of resample-every-k
     steps: int = 4  # optimiser steps per component update
@@ -108,6 +108,10 @@ class TrainConfig:
     redraw_prompts: bool = False  # a redraw also draws new prompts
     fresh_prompts: bool = False  # new prompts for every training rollout set (no suffix reuse)
     gamma: float = 0.5  # the certificate's discount (TEAMTR.md; the paper does not state its value)
+    stale_gap: bool = True  # score each update on the stage-start rollouts too (L_stale, stale_gap: one
+    #                         extra forward over those rows per update after the first of a stage)
+    reward_after: bool = True  # a diagnostic rollout of the new team on the last updates' prompts at the end of
+    #                            each stage (their reward_after); off: those records keep reward_after None
 
     def resolved(self, spec: TeamSpec) -> "ResolvedTrainConfig":
         tr = spec.trust_region
@@ -420,11 +424,12 @@ class Trainer:
                 rec.diag_tokens += probe.tokens
             if rec.d_tok_heldout is not None:
                 rec.out_of_region = rec.d_tok_heldout > c.delta
-            sm = m if stage_start is data else work.measure(
-                agent_rows(stage_start.episodes, role, self.advantages(stage_start)))
-            rec.l_stale = sm.gain
-            if rec.l_fresh is not None:
-                rec.stale_gap = abs(rec.l_fresh - rec.l_stale)
+            if stage_start is data or c.stale_gap:
+                sm = m if stage_start is data else work.measure(
+                    agent_rows(stage_start.episodes, role, self.advantages(stage_start)))
+                rec.l_stale = sm.gain
+                if rec.l_fresh is not None:
+                    rec.stale_gap = abs(rec.l_fresh - rec.l_stale)
         except BaseException:
             work.close()
             raise
@@ -646,7 +651,8 @@ def run_stages(t: Trainer, stages: int, *, first_stage: int = 0, token_budget: i
             if joint:
                 t.commit(joint, event="train-joint")
             # the stage's last updates' reward_after: the new team on the same prompts (diagnostic rollout)
-            t.observe_pending(_seed(c.seed, "after", stage))
+            if c.reward_after:
+                t.observe_pending(_seed(c.seed, "after", stage))
     finally:
         t.flush()
     after = t.evaluate(c.eval_n, _seed(c.seed, "eval")) if c.eval_n else None
