@@ -47,6 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=0.5, help="sampling temperature of training and "
                     "evaluation (default: the team spec's)")
+    ap.add_argument("--order", default="speaking", help="update order (the committed runs used 'speaking', the "
+                    "order before 'reverse' became the trainer's default)")
     ap.add_argument("--dtype", default="bfloat16", help="rollout dtype (the trainer is float32; bf16 rollouts are "
                     "corrected by truncated IS)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT/runs.jsonl")
@@ -78,7 +80,8 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
         home = Path(tmp) / "home"
         shutil.copytree(template_home, home)
         cfg = TrainConfig(method=method, seed=seed, steps=a.steps, lr=a.lr, delta=a.delta, prompts=a.prompts,
-                          group_size=a.group_size, max_new_tokens=a.max_new_tokens, eval_k=a.eval_k)
+                          group_size=a.group_size, max_new_tokens=a.max_new_tokens, eval_k=a.eval_k,
+                          order=a.order)
         t0 = time.perf_counter()
         with Trainer(Registry(home), "math-trio", cfg, dtype=a.dtype, run_dir=Path(tmp) / "run") as t:
             eval_seed = 1000 + seed  # one fixed evaluation set per seed: every method plays the same prompts
