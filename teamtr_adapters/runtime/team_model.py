@@ -117,7 +117,9 @@ class TeamModel:
         """Delete a loaded version from the model (no-op when it is not loaded)."""
         name = self._names.pop(version, None)
         if name is not None:
-            self.peft.delete_adapter(name)
+            with warnings.catch_warnings():  # peft: "Adapter ... was active which is now deleted" (we never use
+                warnings.filterwarnings("ignore", message=r"Adapter .* was active")  # its active adapter)
+                self.peft.delete_adapter(name)
             self._lora_layers = None
 
     # -- forward -----------------------------------------------------------------------------------
