@@ -44,11 +44,15 @@ def spawn(home: Path, lineage: str, src: Path, seed: int, count: int) -> subproc
 def test_sigkill_never_leaves_a_partial_version_visible(tiny_team, tmp_path):
     home = tiny_team.home
     src = tiny_team.export("tiny-duo.solver:v1", tmp_path / "src")
-    # Time one uninterrupted writer so the kills below land inside the write loop on a machine of any speed.
-    proc = spawn(home, "crashy", src, seed=10_000, count=24)
-    start = time.perf_counter()
-    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
-    span = time.perf_counter() - start
+    # Time uninterrupted writers so the kills below land inside the write loop on a machine of any speed: the
+    # fastest of three (the first one runs on cold file caches and was seen taking twice as long as later ones).
+    spans = []
+    for k in range(3):
+        proc = spawn(home, "crashy", src, seed=10_000 + k, count=24)
+        start = time.perf_counter()
+        assert proc.wait(timeout=300) == 0, proc.communicate()[1]
+        spans.append(time.perf_counter() - start)
+    span = min(spans)
     rng = random.Random(0)
     killed_mid_run = 0
     for trial in range(50):

@@ -221,7 +221,8 @@ def run_stage(task: Task, train_seed: int, cfg: Config, base: str, team_home: Pa
         t0 = time.perf_counter()
         trainer = StudyTrainer(Registry(home), spec.name,
                                TrainConfig(method=task.method, steps=cfg.steps, seed=train_seed, diag_fresh=True,
-                                           redraws=0, probe_prompts=0),
+                                           redraws=0, probe_prompts=0,  # the study is of speaking order:
+                                           order="speaking"),  # earlier speakers shift later ones' states
                                device="cpu", dtype=cfg.dtype, run_dir=Path(tmp) / "run")
         res = run_stages(trainer, 1)
         wall = time.perf_counter() - t0
