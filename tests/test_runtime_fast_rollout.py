@@ -200,6 +200,83 @@ def test_single_adapter_forward_equals_per_row_dispatch_with_gradients(tm):
             p.grad = None
 
 
+def _shared_prompts(n: int, seed: int, common: int = 12) -> list[list[int]]:
+    """`n` prompts that all start with the same `common` tokens (a turn's system prompt), then differ."""
+    head = _prompts(1, seed=seed + 100)[0] * 4
+    return [head[:common] + tail for tail in _prompts(n, seed=seed)]
+
+
+@pytest.fixture
+def counted_prefixes(tm, monkeypatch):
+    """Counts the shared-prefix runs (so a test cannot pass without exercising them)."""
+    calls = []
+    real = TeamModel._prefix_kv
+
+    def spy(self, prefix, names):
+        calls.append(len(prefix))
+        return real(self, prefix, names)
+
+    monkeypatch.setattr(TeamModel, "_prefix_kv", spy)
+    return calls
+
+
+def test_shared_prefix_scoring_equals_unshared_with_gradients(tm, counted_prefixes, monkeypatch):
+    """Rows on one adapter whose prompts share 12 leading tokens read that prefix from one run: same logits
+    (1e-5) and same gradients of the adapter's LoRA weights as every row run in full."""
+    prompts, comps = _shared_prompts(4, seed=10), [p[:3] for p in _prompts(4, seed=11)]
+    trainable = {n for n, p in tm.peft.named_parameters() if f".{tm.adapter_name(A)}." in n}
+    params = dict(tm.peft.named_parameters())
+    for n, p in params.items():
+        p.requires_grad_(n in trainable)
+    try:
+        grads, outs = [], []
+        for min_shared in (8, 10 ** 9):
+            monkeypatch.setattr("teamtr_adapters.runtime.team_model.MIN_SHARED", min_shared)
+            for n in trainable:
+                params[n].grad = None
+            logits, _, mask = tm.completion_logits(prompts, comps, A)
+            (torch.log_softmax(logits, -1)[..., 7] * mask).sum().backward()
+            outs.append(logits.detach())
+            grads.append({n: params[n].grad.clone() for n in trainable})
+        assert counted_prefixes == [12]
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+        for n in trainable:
+            torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
+        assert any(float(g.abs().max()) > 0 for g in grads[0].values())
+    finally:
+        tm.peft.requires_grad_(False)
+        for p in params.values():
+            p.grad = None
+
+
+@pytest.mark.parametrize("version,merge", [(A, True), (A, False), (None, True)])
+def test_shared_prefix_generation_equals_full_prefill(tm, counted_prefixes, monkeypatch, version, merge):
+    """Sampling from prompts with a common prefix (run once) gives the same tokens and log-probs (1e-4) as
+    prefilling every prompt in full, with the same seed; rows end at different steps (KV rows pruned)."""
+    prompts = _shared_prompts(6, seed=12)
+    reqs = [GenRequest(prompts[i // 2], version, 2 + 3 * (i % 3)) for i in range(12)]
+    tm.merge_single = merge
+    try:
+        out = []
+        for min_shared in (8, 10 ** 9):
+            monkeypatch.setattr("teamtr_adapters.runtime.team_model.MIN_SHARED", min_shared)
+            out.append(tm.generate(reqs, temperature=0.9, seed=3))
+    finally:
+        tm.merge_single = True
+    assert counted_prefixes == [12]
+    for f, r in zip(*out):
+        assert f.ids == r.ids
+        torch.testing.assert_close(torch.tensor(f.logprobs), torch.tensor(r.logprobs), atol=TOL, rtol=0)
+
+
+def test_no_shared_prefix_across_adapters(tm, counted_prefixes):
+    """Rows on different adapters never share a prefix run (its keys depend on the adapter)."""
+    prompts = _shared_prompts(4, seed=13)
+    tm.completion_logits(prompts, [[5, 6]] * 4, [A, B, A, B])
+    tm.generate([GenRequest(p, v, 2) for p, v in zip(prompts, [A, B, None, A])], temperature=0.7, seed=0)
+    assert counted_prefixes == []
+
+
 def test_backend_args(tiny_base):
     from teamtr_adapters.errors import InputError
 

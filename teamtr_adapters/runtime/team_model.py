@@ -13,6 +13,13 @@
   uniform per row and takes the token's log-prob as z - logsumexp(z) (z = logits / temperature), about
   8x cheaper than log_softmax + exp + multinomial over the 49k vocabulary (Gumbel-max was measured and is
   not cheaper here: one exponential variate per vocabulary entry costs more than the softmax).
+- Shared prefix (fast path, and every scoring pass): when all rows of a batch run one adapter and their
+  prompts start with the same tokens (a turn's rows share the agent's system prompt and the chat template's
+  header, about 45 tokens of a 58-token turn-0 prompt for math-trio), that prefix is run once at batch 1 and
+  its keys and values are read by every row: rows are laid out [prefix][padding][own tokens], positions
+  count only unmasked tokens, so each row computes exactly what it would alone (up to float round-off).
+  In a scoring pass with gradients the prefix's activations carry them (its keys and values are shared
+  views; backward sums the rows' gradients into them).
 - A forward in which every row uses one adapter runs that adapter as the LoRA layers' active adapter
   (peft's per-row `adapter_names` dispatch hooks and index ops are skipped; `requires_grad` is untouched).
 - `logprobs(...)`: log-probs of given completion tokens under any loaded version or the bare base.
@@ -23,6 +30,7 @@ Versions are registry version ids; peft adapter names may not hold ".", so each 
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from contextlib import contextmanager
@@ -36,6 +44,8 @@ from .base import BaseRef, load_base_model, resolve_device
 BASE_NAME = "__base__"
 # Prune finished rows from the KV cache once they are at least this share of the rows still in it.
 PRUNE_SHARE = 0.25
+# The shortest common prompt prefix worth its own prefill (module docstring).
+MIN_SHARED = 8
 
 
 def auto_dtype(device: str) -> str:
@@ -214,6 +224,35 @@ class TeamModel:
                 mask[i, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def _shared_len(self, prompts: Sequence[Sequence[int]], names: list[str] | None) -> int:
+        """How many leading tokens every prompt shares, to be run once (module docstring): 0 unless the fast
+        path is on, there are >= 2 rows on one adapter (the prefix's keys depend on it) and the common prefix
+        has >= MIN_SHARED tokens; every row keeps at least its last prompt token to itself."""
+        if not self.fast or len(prompts) < 2 or (names is not None and len(set(names)) > 1):
+            return 0
+        n = min(len(os.path.commonprefix([list(p) for p in prompts])), min(len(p) for p in prompts) - 1)
+        return n if n >= MIN_SHARED else 0
+
+    def _prefix_kv(self, prefix: Sequence[int], names: list[str] | None) -> list[tuple[Any, Any]]:
+        """Keys and values [1, H, P, D] per layer of one run of `prefix` (gradients if enabled); the caller
+        holds `_route(names)`."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([list(prefix)], device=self.device)
+        self._forward(ids, torch.ones_like(ids), cache, None if names is None else names[:1], keep=1, routed=True)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _cache_from(self, kv: list[tuple[Any, Any]] | None, rows: int) -> Any:
+        """A DynamicCache holding the prefix `kv` for `rows` rows (empty when `kv` is None)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(kv or []):
+            cache.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), i)
+        return cache
+
     # -- merging -----------------------------------------------------------------------------------
     def _merge(self, version: str) -> None:
         """Add `version`'s LoRA delta into the base weights (originals kept for an exact restore)."""
@@ -313,7 +352,8 @@ class TeamModel:
         (cache, attention mask [B, W], last-position logits [B, V]). Prompts are sorted by length and run
         in chunks of near-equal length (a prefill's cost is its padded token count: one left-padded batch of
         a turn's prompts is 15-30% padding), then laid out left-padded to the longest prompt W, as one
-        batch would be."""
+        batch would be; a prefix common to all prompts is run once and laid out at the left of every row
+        (module docstring)."""
         import torch
 
         lengths = [len(p) for p in prompts]
@@ -323,13 +363,14 @@ class TeamModel:
         if not _is_slab(cache):  # a model with its own kind of cache layers: one batch, transformers' cache
             ids, mask = self._left_pad(prompts)
             return cache, mask, self._forward(ids, mask, cache, names, keep=1, routed=routed)[:, -1]
-        from transformers import DynamicCache
-
+        shared = self._shared_len(prompts, names) if routed else 0
+        kv = self._prefix_kv(prompts[0][:shared], names) if shared else None
         logits: Any = None
-        for chunk in _length_chunks(lengths):
-            ids, cmask = self._left_pad([prompts[i] for i in chunk])
-            part: Any = DynamicCache(config=self.model.config)
-            out = self._forward(ids, cmask, part, None if names is None else [names[i] for i in chunk], keep=1,
+        for chunk in _length_chunks([n - shared for n in lengths]):
+            ids, cmask = self._left_pad([prompts[i][shared:] for i in chunk])
+            part = self._cache_from(kv, len(chunk))
+            fmask = torch.cat([cmask.new_ones((len(chunk), shared)), cmask], dim=1) if shared else cmask
+            out = self._forward(ids, fmask, part, None if names is None else [names[i] for i in chunk], keep=1,
                                 routed=routed)[:, -1]
             rows = torch.tensor(chunk, device=self.device)
             if logits is None:
@@ -337,7 +378,14 @@ class TeamModel:
             logits[rows] = out
             mask[rows, width - ids.shape[1]:] = cmask
             for slab, layer in zip(cache.layers, part.layers):
-                slab.write_rows(rows, width - ids.shape[1], width, layer.keys, layer.values, len(prompts))
+                slab.write_rows(rows, width - ids.shape[1], width, layer.keys[:, :, shared:], layer.values[:, :, shared:],
+                                len(prompts))
+        if kv is not None:  # the prefix once, at the left of every row: [prefix][padding][own tokens]
+            mask[:, :shared] = 1
+            every = torch.arange(len(prompts), device=self.device)
+            for slab, (k, v) in zip(cache.layers, kv):
+                slab.write_rows(every, 0, shared, k.expand(len(prompts), -1, -1, -1),
+                                v.expand(len(prompts), -1, -1, -1), len(prompts))
         for slab in cache.layers:
             slab.set_length(width)
         return cache, mask, logits
@@ -383,14 +431,21 @@ class TeamModel:
                           versions: str | None | Sequence[str | None]) -> tuple[Any, Any, Any]:
         """Logits (float32) at every completion token state, right-aligned: returns (logits [B, C, V],
         targets [B, C], mask [B, C]) with C the longest completion; row r's tokens fill the last
-        len(completions[r]) positions. Runs with gradients if the caller enables them."""
+        len(completions[r]) positions. Runs with gradients if the caller enables them. Rows on one adapter read
+        their common prompt prefix from one run of it (module docstring)."""
         import torch
 
         if any(not p for p in prompts):
             raise InputError("every scored sequence needs a non-empty prompt")
         width = max((len(c) for c in completions), default=0)
-        ids, mask = self._left_pad([p + c for p, c in zip(prompts, completions)])
-        logits = self._forward(ids, mask, None, self._row_names(versions, len(prompts)), keep=width + 1)
+        names = self._row_names(versions, len(prompts))
+        shared = self._shared_len(prompts, names)
+        ids, mask = self._left_pad([p[shared:] + c for p, c in zip(prompts, completions)])
+        with self._route(names):
+            cache = self._cache_from(self._prefix_kv(prompts[0][:shared], names), len(prompts)) if shared else None
+            if shared:
+                mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=1)
+            logits = self._forward(ids, mask, cache, names, keep=width + 1, routed=True)
         logits = logits[:, :width].float()
         targets = ids[:, ids.shape[1] - width:]
         lengths = torch.tensor([len(c) for c in completions], device=self.device)
