@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `make demo` job on the embedded SmolLM2-135M-Instruct: a fresh demo registry, the math-trio team,
 # a held-out evaluation, one short TeamTR stage with accuracy before and after, the run's curves, two gated
-# swaps (an equally good candidate: accepted or inconclusive; a wrong-answer one: refused) and the history. About 14 minutes on 2 busy CPU cores (measured once, before the gate candidate went from 30 to 10 fine-tuning steps).
+# swaps (an equally good candidate: accepted or inconclusive; a wrong-answer one: refused) and the history.
+# 8 min 19 s on the 2 idle CPU cores of the development machine (2026-11-30).
 set -euo pipefail
 T=${TEAMTR:-teamtr-adapters}
 export TEAMTR_HOME=${TEAMTR_HOME:-$PWD/.demo-home}

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.chaos import TINY_SPEC  # the tiny two-role team; the chaos campaigns use the same
+
 REPO = Path(__file__).resolve().parent.parent
 # Keep the converted embedded model between local runs; a clean CI clone converts it once.
 os.environ.setdefault("TEAMTR_CACHE", str(REPO / ".cache" / "teamtr"))
@@ -72,29 +74,6 @@ def cli(capsys):
     return invoke
 
 
-TINY_SPEC = """
-name = "tiny-duo"
-base = "{base}"
-[task]
-name = "arithmetic"
-[lora]
-rank = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-[trust_region]
-group_size = 2
-prompts_per_update = 2
-[[roles]]
-name = "solver"
-system_prompt = "Solve the problem."
-max_new_tokens = 6
-[[roles]]
-name = "critic"
-system_prompt = "Check the answer."
-max_new_tokens = 6
-"""
-
-
 @pytest.fixture(scope="session")
 def tiny_spec(tiny_base_dir):
     """A two-role team spec (solver, critic) over the tiny base."""
@@ -111,3 +90,22 @@ def tiny_team(home, tiny_spec, tiny_base):
     reg = Registry()
     reg.init_team(tiny_spec, tiny_base)
     return reg
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(tiny_base, tmp_path_factory):
+    """Two adapters on the tiny base with non-zero LoRA B (a fresh LoRA acts as the base), perturbed differently."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from teamtr_adapters.runtime.lora import init_adapters
+    from teamtr_adapters.spec import LoraSpec
+
+    out = tmp_path_factory.mktemp("adapters")
+    dirs = init_adapters(tiny_base, LoraSpec(), {"a": 1, "b": 2}, out)
+    for i, d in enumerate(dirs.values()):
+        f = d / "adapter_model.safetensors"
+        g = torch.Generator().manual_seed(i)
+        save_file({k: v + 0.5 * torch.randn(v.shape, generator=g) if "lora_B" in k else v
+                   for k, v in load_file(f).items()}, f)
+    return dirs

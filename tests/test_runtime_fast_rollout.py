@@ -9,31 +9,19 @@ at a 1e-3 level (deterministic: fixed seeds, so these tests either always pass o
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from scipy.stats import chisquare
 
+from teamtr_adapters.runtime import team_model
 from teamtr_adapters.runtime.backend import GenRequest, create_backend
-from teamtr_adapters.runtime.lora import init_adapters
 from teamtr_adapters.runtime.team_model import TeamModel, _pick, _pick_fast
-from teamtr_adapters.spec import LoraSpec
 
 TOL = 1e-4
 A, B = "aa" * 32, "bb" * 32
 ALPHA = 1e-3
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(tiny_base, tmp_path_factory):
-    out = tmp_path_factory.mktemp("adapters")
-    dirs = init_adapters(tiny_base, LoraSpec(), {"a": 1, "b": 2}, out)
-    for i, d in enumerate(dirs.values()):
-        f = d / "adapter_model.safetensors"
-        g = torch.Generator().manual_seed(i)
-        save_file({k: v + 0.5 * torch.randn(v.shape, generator=g) if "lora_B" in k else v
-                   for k, v in load_file(f).items()}, f)
-    return dirs
 
 
 @pytest.fixture(scope="module")
@@ -169,35 +157,49 @@ def test_model_next_token_distribution_matches_exact_softmax(tm, version):
     assert _binned_chisquare(counts, probs, calls * rows) > ALPHA
 
 
-def test_single_adapter_forward_equals_per_row_dispatch_with_gradients(tm):
-    """A batch whose rows share one adapter runs it as the active adapter: same logits and same gradients
-    as peft's per-row `adapter_names` path, and the trainable set is untouched."""
-    prompts = _prompts(4, seed=8)
-    comps = [p[:3] for p in _prompts(4, seed=9)]
-    trainable = {n for n, p in tm.peft.named_parameters() if f".{tm.adapter_name(A)}." in n}
-    params = {n: p for n, p in tm.peft.named_parameters()}
+def _logits_and_grads(tm, prompts, comps, version, variants):
+    """completion_logits and the gradients of `version`'s LoRA weights (of a scalar of the logits) under each
+    of `variants` (context managers); the trainable set must stay that adapter's."""
+    trainable = {n for n, p in tm.peft.named_parameters() if f".{tm.adapter_name(version)}." in n}
+    params = dict(tm.peft.named_parameters())
     for n, p in params.items():
         p.requires_grad_(n in trainable)
     try:
-        grads, outs = [], []
-        for fast in (True, False):
-            tm.fast = fast
+        outs, grads = [], []
+        for variant in variants:
             for n in trainable:
                 params[n].grad = None
-            logits, _, mask = tm.completion_logits(prompts, comps, A)
+            with variant:
+                logits, _, mask = tm.completion_logits(prompts, comps, version)
             (torch.log_softmax(logits, -1)[..., 7] * mask).sum().backward()
             outs.append(logits.detach())
             grads.append({n: params[n].grad.clone() for n in trainable})
             assert {n for n, p in tm.peft.named_parameters() if p.requires_grad} == trainable
-        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
-        for n in trainable:
-            torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
-        assert any(float(g.abs().max()) > 0 for g in grads[0].values())
     finally:
-        tm.fast = True
         tm.peft.requires_grad_(False)
         for p in params.values():
             p.grad = None
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    for n in trainable:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
+    assert any(float(g.abs().max()) > 0 for g in grads[0].values())
+
+
+@contextmanager
+def _setting(obj, name, value):
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, before)
+
+
+def test_single_adapter_forward_equals_per_row_dispatch_with_gradients(tm):
+    """A batch whose rows share one adapter runs it as the active adapter: same logits and same gradients
+    as peft's per-row `adapter_names` path, and the trainable set is untouched."""
+    _logits_and_grads(tm, _prompts(4, seed=8), [p[:3] for p in _prompts(4, seed=9)], A,
+                      [_setting(tm, "fast", True), _setting(tm, "fast", False)])
 
 
 def _shared_prompts(n: int, seed: int, common: int = 12) -> list[list[int]]:
@@ -220,37 +222,16 @@ def counted_prefixes(tm, monkeypatch):
     return calls
 
 
-def test_shared_prefix_scoring_equals_unshared_with_gradients(tm, counted_prefixes, monkeypatch):
+def test_shared_prefix_scoring_equals_unshared_with_gradients(tm, counted_prefixes):
     """Rows on one adapter whose prompts share 12 leading tokens read that prefix from one run: same logits
     (1e-5) and same gradients of the adapter's LoRA weights as every row run in full."""
-    prompts, comps = _shared_prompts(4, seed=10), [p[:3] for p in _prompts(4, seed=11)]
-    trainable = {n for n, p in tm.peft.named_parameters() if f".{tm.adapter_name(A)}." in n}
-    params = dict(tm.peft.named_parameters())
-    for n, p in params.items():
-        p.requires_grad_(n in trainable)
-    try:
-        grads, outs = [], []
-        for min_shared in (8, 10 ** 9):
-            monkeypatch.setattr("teamtr_adapters.runtime.team_model.MIN_SHARED", min_shared)
-            for n in trainable:
-                params[n].grad = None
-            logits, _, mask = tm.completion_logits(prompts, comps, A)
-            (torch.log_softmax(logits, -1)[..., 7] * mask).sum().backward()
-            outs.append(logits.detach())
-            grads.append({n: params[n].grad.clone() for n in trainable})
-        assert counted_prefixes == [12]
-        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
-        for n in trainable:
-            torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
-        assert any(float(g.abs().max()) > 0 for g in grads[0].values())
-    finally:
-        tm.peft.requires_grad_(False)
-        for p in params.values():
-            p.grad = None
+    _logits_and_grads(tm, _shared_prompts(4, seed=10), [p[:3] for p in _prompts(4, seed=11)], A,
+                      [_setting(team_model, "MIN_SHARED", 8), _setting(team_model, "MIN_SHARED", 10 ** 9)])
+    assert counted_prefixes == [12]
 
 
 @pytest.mark.parametrize("version,merge", [(A, True), (A, False), (None, True)])
-def test_shared_prefix_generation_equals_full_prefill(tm, counted_prefixes, monkeypatch, version, merge):
+def test_shared_prefix_generation_equals_full_prefill(tm, counted_prefixes, version, merge):
     """Sampling from prompts with a common prefix (run once) gives the same tokens and log-probs (1e-4) as
     prefilling every prompt in full, with the same seed; rows end at different steps (KV rows pruned)."""
     prompts = _shared_prompts(6, seed=12)
@@ -259,8 +240,8 @@ def test_shared_prefix_generation_equals_full_prefill(tm, counted_prefixes, monk
     try:
         out = []
         for min_shared in (8, 10 ** 9):
-            monkeypatch.setattr("teamtr_adapters.runtime.team_model.MIN_SHARED", min_shared)
-            out.append(tm.generate(reqs, temperature=0.9, seed=3))
+            with _setting(team_model, "MIN_SHARED", min_shared):
+                out.append(tm.generate(reqs, temperature=0.9, seed=3))
     finally:
         tm.merge_single = True
     assert counted_prefixes == [12]

@@ -10,29 +10,13 @@ import warnings
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from teamtr_adapters.errors import IncompatibleAdapterError, InputError
 from teamtr_adapters.runtime.backend import Backend, GenRequest, create_backend
-from teamtr_adapters.runtime.lora import init_adapters
 from teamtr_adapters.runtime.team_model import TeamModel
-from teamtr_adapters.spec import LoraSpec
 
 TOL = 1e-4
 A, B = "aa" * 32, "bb" * 32  # version ids look like registry content hashes
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(tiny_base, tmp_path_factory):
-    """Two adapters with non-zero LoRA B (fresh LoRA acts as the base), perturbed differently."""
-    out = tmp_path_factory.mktemp("adapters")
-    dirs = init_adapters(tiny_base, LoraSpec(), {"a": 1, "b": 2}, out)
-    for i, d in enumerate(dirs.values()):
-        f = d / "adapter_model.safetensors"
-        g = torch.Generator().manual_seed(i)
-        save_file({k: v + 0.5 * torch.randn(v.shape, generator=g) if "lora_B" in k else v
-                   for k, v in load_file(f).items()}, f)
-    return dirs
 
 
 @pytest.fixture(scope="module")
