@@ -25,6 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+# The options that define a comparison: every run of one results directory must share them (`--resume` checks).
+SETTING = ("budget", "difficulty", "eval_n", "eval_k", "eval_points", "prompts", "group_size", "steps", "lr", "delta",
+           "max_new_tokens", "temperature", "order", "dtype")
 METHODS = ("teamtr", "stale", "stale-is", "resample-every-k", "joint", "single")
 COLOURS = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray")))
 
@@ -105,13 +108,30 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
                 print(f"  {method} seed {seed}: {curve[-1]}", file=sys.stderr, flush=True)
             s = summarise(t.records)
             tis_cap = t.tis_cap
-    return {"method": method, "seed": seed, "before": first["scores"], "after": ev["scores"], "curve": curve,
+    return {"method": method, "seed": seed, "setting": setting(a), "before": first["scores"], "after": ev["scores"], "curve": curve,
             "train_wall_s": round(train_s, 1), "total_wall_s": round(time.perf_counter() - t0, 1),
             "tokens": s.get("tokens", 0), "diag_tokens": s.get("diag_tokens", 0),
             "out_of_region_updates": s.get("out_of_region_updates", 0), "probed_updates": s.get("probed_updates", 0),
             "out_of_region_events": s.get("out_of_region_events", 0), "updates": s.get("updates", 0),
             "accepted": s.get("accepted", 0), "no_signal": s.get("no_signal", 0),
             "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap}
+
+
+def setting(a: argparse.Namespace) -> dict[str, Any]:
+    """The comparison-defining options of this invocation (`SETTING`)."""
+    return {k: getattr(a, k) for k in SETTING}
+
+
+def check_resumable(runs: list[dict[str, Any]], a: argparse.Namespace, log: Path) -> None:
+    """Stop with one line unless every kept run was made with this invocation's setting."""
+    want = setting(a)
+    for r in runs:
+        have = r.get("setting")
+        if have != want:
+            diff = "no recorded setting" if have is None else ", ".join(
+                f"{k} {have.get(k)!r} here {want[k]!r}" for k in SETTING if have.get(k) != want[k])
+            raise SystemExit(f"error: --resume: {log} holds {r['method']} seed {r['seed']} run with another setting "
+                             f"({diff}); pass the same options, or another --out")
 
 
 def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     log = a.out / "runs.jsonl"
     runs = [json.loads(x) for x in log.read_text().splitlines()] if a.resume and log.exists() else []
+    check_resumable(runs, a, log)
     if not a.resume:
         log.write_text("")
     done = {(r["method"], r["seed"]) for r in runs}
