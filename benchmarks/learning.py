@@ -36,11 +36,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=int, default=9000, help="training tokens per run")
+    ap.add_argument("--budget", type=int, default=18000, help="training tokens per run")
     ap.add_argument("--difficulty", default="1,2", help="arithmetic levels of the team's task (1: one digit, 2: two)")
     ap.add_argument("--eval", dest="eval_n", type=int, default=128, help="held-out prompts")
     ap.add_argument("--eval-k", type=int, default=1, help="samples per held-out prompt")
-    ap.add_argument("--eval-points", type=int, default=2, help="held-out evaluations along a run, evenly spaced "
+    ap.add_argument("--eval-points", type=int, default=4, help="held-out evaluations along a run, evenly spaced "
                     "in training tokens (after the first stage that reaches budget*j/K, j = 1..K; 1: only the end)")
     ap.add_argument("-P", "--prompts", type=int, default=8)
     ap.add_argument("-G", "--group-size", type=int, default=4)
@@ -48,8 +48,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--delta", type=float, default=0.05)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--temperature", type=float, default=0.5, help="sampling temperature of training and "
-                    "evaluation (default: the team spec's)")
+    ap.add_argument("--temperature", type=float, default=0.3, help="sampling temperature of training and "
+                    "evaluation (the spec's 0.8 makes the 135M model ramble: benchmarks/results/learning/search/)")
     ap.add_argument("--order", default="speaking", help="update order (the committed runs used 'speaking', the "
                     "order before 'reverse' became the trainer's default)")
     ap.add_argument("--dtype", default="bfloat16", help="rollout dtype (the trainer is float32; bf16 rollouts are "
@@ -70,24 +70,43 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+EVAL_SEED = 1000  # seed s evaluates on the held-out prompts and sampling seeds of EVAL_SEED + s
+
+
+def trainer(method: str, seed: int, a: argparse.Namespace, home: Path, run_dir: Path) -> Any:
+    """A Trainer of `method` on the registry at `home`, with this invocation's setting."""
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.train.stage import TrainConfig, Trainer
+
+    cfg = TrainConfig(method=method, seed=seed, steps=a.steps, lr=a.lr, delta=a.delta, prompts=a.prompts,
+                      group_size=a.group_size, max_new_tokens=a.max_new_tokens, eval_k=a.eval_k, order=a.order)
+    return Trainer(Registry(home), "math-trio", cfg, dtype=a.dtype, run_dir=run_dir)
+
+
+def base_alone(seed: int, a: argparse.Namespace, template_home: Path) -> dict[str, Any]:
+    """The untrained base model answering alone (the `single` method's start: the last role's prompt, one turn)
+    on seed's evaluation set: the reference a trained team should at least match."""
+    with tempfile.TemporaryDirectory(prefix="learning-") as tmp:
+        home = Path(tmp) / "home"
+        shutil.copytree(template_home, home)
+        with trainer("single", seed, a, home, Path(tmp) / "run") as t:
+            return t.evaluate(a.eval_n, EVAL_SEED + seed)
+
+
 def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             untrained: dict[tuple[int, bool], dict[str, Any]]) -> dict[str, Any]:
     """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary.
     `untrained` caches the untrained team's evaluation per (seed, single): every team method starts from the
     same team and plays the same evaluation set with the same seeds, so it is measured once."""
-    from teamtr_adapters.registry import Registry
     from teamtr_adapters.train.diagnostics import summarise
-    from teamtr_adapters.train.stage import TrainConfig, Trainer, run_stages
+    from teamtr_adapters.train.stage import run_stages
 
     with tempfile.TemporaryDirectory(prefix="learning-") as tmp:
         home = Path(tmp) / "home"
         shutil.copytree(template_home, home)
-        cfg = TrainConfig(method=method, seed=seed, steps=a.steps, lr=a.lr, delta=a.delta, prompts=a.prompts,
-                          group_size=a.group_size, max_new_tokens=a.max_new_tokens, eval_k=a.eval_k,
-                          order=a.order)
         t0 = time.perf_counter()
-        with Trainer(Registry(home), "math-trio", cfg, dtype=a.dtype, run_dir=Path(tmp) / "run") as t:
-            eval_seed = 1000 + seed  # one fixed evaluation set per seed: every method plays the same prompts
+        with trainer(method, seed, a, home, Path(tmp) / "run") as t:
+            eval_seed = EVAL_SEED + seed  # one fixed evaluation set per seed: every method plays the same prompts
             key = (seed, method == "single")
             first = untrained.get(key) or untrained.setdefault(key, t.evaluate(a.eval_n, eval_seed))
             curve = [{"tokens": 0, "wall_s": 0.0, "accuracy": first["accuracy"]}]
@@ -134,16 +153,19 @@ def check_resumable(runs: list[dict[str, Any]], a: argparse.Namespace, log: Path
                              f"({diff}); pass the same options, or another --out")
 
 
-def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: the paired change pooled over prompts x seeds, tokens, wall and out-of-region rate."""
+def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Per method: the paired change pooled over prompts x seeds, the trained team against the base model alone
+    on the same prompts (`alone`: per seed), tokens, wall and out-of-region rate."""
     from teamtr_adapters.train.diagnostics import paired_change
 
     out = {}
     for m in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == m]
         change = paired_change([x for r in rs for x in r["before"]], [x for r in rs for x in r["after"]])
+        vs_base = paired_change([x for r in rs for x in alone[r["seed"]]["scores"]], [x for r in rs for x in r["after"]])
         probed = sum(r["probed_updates"] for r in rs)
-        out[m] = {"seeds": len(rs), **change, "tokens": sum(r["tokens"] for r in rs) / len(rs),
+        out[m] = {"seeds": len(rs), **change, "base_alone": vs_base["before"],
+                  "after_minus_base_alone": {k: vs_base[k] for k in ("change", "ci95")}, "tokens": sum(r["tokens"] for r in rs) / len(rs),
                   "train_wall_s": sum(r["train_wall_s"] for r in rs) / len(rs),
                   "out_of_region_rate": sum(r["out_of_region_updates"] for r in rs) / probed if probed else None,
                   "out_of_region_events": sum(r["out_of_region_events"] for r in rs),
@@ -152,13 +174,15 @@ def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any]) -> str:
-    head = ("| method | seeds | accuracy before -> after | change [95% CI] | tokens/run | train wall/run | "
-            "out-of-region (held-out) | rolled-back excursions | no-signal updates |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| method | seeds | accuracy before -> after | change [95% CI] | after - base alone [95% CI] | tokens/run | "
+            "train wall/run | out-of-region (held-out) | rolled-back excursions | no-signal updates |")
+    lines = [head, "|" + "---|" * 10]
     for m, s in summary.items():
         oor = "-" if s["out_of_region_rate"] is None else f"{s['out_of_region_rate']:.0%}"
+        vb = s["after_minus_base_alone"]
         lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {s['change']:+.3f} "
-                     f"[{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}] | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
+                     f"[{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}] | {vb['change']:+.3f} (base {s['base_alone']:.3f}) "
+                     f"[{vb['ci95'][0]:+.3f}, {vb['ci95'][1]:+.3f}] | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
                      f"{oor} | {s['out_of_region_events']} | {s['no_signal']}/{s['updates']} |")
     return "\n".join(lines)
 
@@ -225,9 +249,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs.append(run_one(m, seed, a, template, untrained))
                 with open(log, "a") as f:
                     f.write(json.dumps(runs[-1]) + "\n")
-    summary = analyse(runs)
+        # the base model alone on each seed's evaluation set (the `single` runs' start, else measured here)
+        alone = {seed: untrained.get((seed, True)) or base_alone(seed, a, template)
+                 for seed in sorted({r["seed"] for r in runs})}
+    summary = analyse(runs, alone)
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "runtime_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs}
+              "base_alone": {str(k): v for k, v in alone.items()}, "runtime_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs}
     (a.out / "learning.json").write_text(json.dumps(result, indent=1))
     md = table(summary)
     (a.out / "learning.md").write_text(md + f"\n\nruntime {result['runtime_s']:.0f} s\n")
