@@ -239,7 +239,7 @@ class TeamModel:
         import torch
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
+        cache: Any = DynamicCache(config=self.model.config)
         ids = torch.tensor([list(prefix)], device=self.device)
         self._forward(ids, torch.ones_like(ids), cache, None if names is None else names[:1], keep=1, routed=True)
         return [(layer.keys, layer.values) for layer in cache.layers]
