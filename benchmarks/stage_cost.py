@@ -12,8 +12,15 @@ the measured mean token count of each turn in the full-resampling run (messages 
 the two differ). Training tokens only: the stale variant runs without diagnostic rollouts, and the final-team
 reward rollout is not counted. Wall time includes the updates, so its ratio is above the token ratio.
 
+The ideals assume that every update changes its agent. An update without signal (every group's rewards equal)
+takes no step, and the next update then needs a whole new rollout set (its agent would otherwise train on the
+same no-signal data), so with the task's reward the measured ratio rises with the no-signal rate (column
+`changed`: updates that wrote a new version). `--reward signal` measures the mechanism itself: a synthetic
+reward, 1 for the even samples of each group and 0 for the odd ones, gives every group of G >= 2 signal (it
+measures cost, not learning).
+
     python benchmarks/stage_cost.py [--agents 3,5] [--prompts 4] [--group 4] [--steps 1] [--max-new-tokens 24]
-                                    [--threads 1] [--json]
+                                    [--reward task|signal] [--threads 1] [--json]
 """
 from __future__ import annotations
 
@@ -77,7 +84,8 @@ def run_variant(spec: Any, home: Path, opts: dict, args: argparse.Namespace) -> 
     reg.init_team(spec)
     cfg = TrainConfig(steps=args.steps, prompts=args.prompts, group_size=args.group, redraws=0,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, probe_prompts=0, **opts)
-    trainer = Trainer(reg, spec.name, cfg, device="cpu")
+    reward = (lambda e: float(e.sample % 2 == 0)) if args.reward == "signal" else None
+    trainer = Trainer(reg, spec.name, cfg, device="cpu", reward_fn=reward)
     turn_tokens: list[list[int]] = []
     rollout = trainer.rollout
 
@@ -95,6 +103,7 @@ def run_variant(spec: Any, home: Path, opts: dict, args: argparse.Namespace) -> 
     per_turn = [sum(col) / len(col) for col in zip(*turn_tokens)] if turn_tokens else []
     return {"tokens": res.summary["tokens"], "wall_s": wall, "updates": len(res.records),
             "rollout_sets": sum(1 for r in res.records if r.tokens > 0), "diag_tokens_excluded": final,
+            "changed": sum(1 for r in res.records if r.version),
             "order": [r.role for r in res.records], "turn_tokens": per_turn}
 
 
@@ -108,6 +117,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated subset of the variants")
+    ap.add_argument("--reward", choices=("task", "signal"), default="task",
+                    help="task: the team's verifier; signal: 1 for even samples, 0 for odd (every group has signal)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -140,15 +151,17 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"one stage of {a.team_template} with n agents: {a.prompts} prompts x {a.group} samples, <= {a.max_new_tokens} "
-          f"new tokens per message, {a.steps} optimiser step(s) per update, load average {os.getloadavg()[0]:.1f}")
+          f"new tokens per message, {a.steps} optimiser step(s) per update, {a.reward} reward, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for n, out in teams.items():
         print(f"\nn = {n}: mean tokens per turn (full) {[round(x, 1) for x in out['full']['turn_tokens']]}")
-        print(f"{'variant':<25}{'sets':>5}{'tokens':>8}{'x full':>8}{'ideal':>7}{'len-wtd':>8}{'wall s':>8}{'x full':>8}")
+        print(f"{'variant':<24}{'changed':>8}{'sets':>5}{'tokens':>7}{'x full':>7}{'ideal':>6}{'len-wtd':>8}"
+              f"{'wall s':>7}{'x full':>7}")
         for name, r in out.items():
             ideal = f"{r['ideal_vs_full']:.3f}" if "ideal_vs_full" in r else "-"
             wtd = f"{r['length_weighted_ideal']:.3f}" if "length_weighted_ideal" in r else "-"
-            print(f"{name:<25}{r['rollout_sets']:>5}{r['tokens']:>8}{r['tokens_vs_full']:>8.3f}{ideal:>7}{wtd:>8}"
-                  f"{r['wall_s']:>8.1f}{r['time_vs_full']:>8.2f}")
+            print(f"{name:<24}{r['changed']:>4}/{r['updates']:<3}{r['rollout_sets']:>5}{r['tokens']:>7}"
+                  f"{r['tokens_vs_full']:>7.3f}{ideal:>6}{wtd:>8}{r['wall_s']:>7.1f}{r['time_vs_full']:>7.2f}")
 
 
 if __name__ == "__main__":

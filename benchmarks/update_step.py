@@ -10,7 +10,9 @@ separate bf16 engine samples, float32: the trainer's own model). Diagnostics tha
 on our side (`probe_prompts=0`: the held-out D_tok probe rollout; L_stale and the final reward rollout do not
 run in a single update). Both sides print their phase breakdown: ours rollout / loss passes (forward +
 backward, the measurement forward) / the rest of the update / commit; TRL generation + scoring
-(`_generate_and_score_completions`) / the rest of the step (loss, backward, optimiser).
+(`_generate_and_score_completions`) / the rest of the step (loss, backward, optimiser). The ratio of step times
+is printed with the ratio per generated token beside it: the two sides sample different completions, and EOS
+ends some early.
 
 TRL runs in its own environment (scripts/trl_env.sh -> .venv-trl); when that is missing only our side is
 measured. `--threads 1` gives steadier numbers on a machine shared with other jobs.
@@ -207,6 +209,10 @@ def main() -> None:
                     result["trl"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     for m in result["teamtr_adapters"]:
         m["vs_trl"] = {f"{t['dtype']}/beta{t['beta']}": m["wall_s"] / t["wall_s"] for t in result["trl"]}
+        # the two sides sample different completions (EOS ends some early): time per generated token as well
+        m["vs_trl_per_token"] = {f"{t['dtype']}/beta{t['beta']}":
+                                 (m["wall_s"] / m["tokens"]) / (t["wall_s"] / t["tokens"])
+                                 for t in result["trl"] if t["tokens"] and m["tokens"]}
     if a.json:
         print(json.dumps(result, indent=2))
         return
@@ -226,7 +232,9 @@ def main() -> None:
               f"{t['tokens']} tokens")
     for m in result["teamtr_adapters"]:
         for k, r in m["vs_trl"].items():
-            print(f"ours ({m['rollout_dtype']} rollouts) / TRL ({k}) step time: {r:.2f}")
+            per_tok = m["vs_trl_per_token"].get(k)
+            print(f"ours ({m['rollout_dtype']} rollouts) / TRL ({k}) step time: {r:.2f}"
+                  + (f", per generated token: {per_tok:.2f}" if per_tok else ""))
     if not result["trl"]:
         print("TRL not measured: run scripts/trl_env.sh to create .venv-trl")
 

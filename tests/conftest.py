@@ -109,3 +109,15 @@ def adapter_dirs(tiny_base, tmp_path_factory):
         save_file({k: v + 0.5 * torch.randn(v.shape, generator=g) if "lora_B" in k else v
                    for k, v in load_file(f).items()}, f)
     return dirs
+
+
+@pytest.fixture(scope="module")
+def tm(tiny_base, adapter_dirs):
+    """A float32 TeamModel on the tiny base with `adapter_dirs`' two adapters loaded as versions "aa"*32 and
+    "bb"*32 (ids shaped like registry content hashes)."""
+    from teamtr_adapters.runtime.team_model import TeamModel
+
+    model = TeamModel(tiny_base, device="cpu", dtype="float32")
+    model.ensure_adapter("aa" * 32, adapter_dirs["a"])
+    model.ensure_adapter("bb" * 32, adapter_dirs["b"])
+    return model

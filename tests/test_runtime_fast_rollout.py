@@ -20,16 +20,8 @@ from teamtr_adapters.runtime.backend import GenRequest, create_backend
 from teamtr_adapters.runtime.team_model import TeamModel, _pick, _pick_fast
 
 TOL = 1e-4
-A, B = "aa" * 32, "bb" * 32
+A, B = "aa" * 32, "bb" * 32  # the version ids of conftest's `tm` adapters
 ALPHA = 1e-3
-
-
-@pytest.fixture(scope="module")
-def tm(tiny_base, adapter_dirs):
-    model = TeamModel(tiny_base, device="cpu", dtype="float32")
-    model.ensure_adapter(A, adapter_dirs["a"])
-    model.ensure_adapter(B, adapter_dirs["b"])
-    return model
 
 
 def _prompts(n: int, seed: int) -> list[list[int]]:

@@ -16,15 +16,7 @@ from teamtr_adapters.runtime.backend import Backend, GenRequest, create_backend
 from teamtr_adapters.runtime.team_model import TeamModel
 
 TOL = 1e-4
-A, B = "aa" * 32, "bb" * 32  # version ids look like registry content hashes
-
-
-@pytest.fixture(scope="module")
-def tm(tiny_base, adapter_dirs):
-    model = TeamModel(tiny_base, device="cpu", dtype="float32")
-    model.ensure_adapter(A, adapter_dirs["a"])
-    model.ensure_adapter(B, adapter_dirs["b"])
-    return model
+A, B = "aa" * 32, "bb" * 32  # the version ids of conftest's `tm` adapters
 
 
 def _seqs(n: int, seed: int = 0):
