@@ -218,6 +218,23 @@ def test_stale_versions_record_stage_start_context(tiny_team):
     assert critic.meta["context"] == {"solver": v1["solver"]}  # trained on the stage-start team's rollouts
 
 
+def test_stale_and_joint_write_the_same_versions(tiny_team, tmp_path, tiny_spec, tiny_base):
+    """Each agent's loss depends only on its own adapter and the stage-start rollouts, so updating the agents one
+    after another on one rollout set (stale) or all at once (joint) is the same computation: the same versions,
+    bitwise. Only the diagnostics differ (stale rolls out the intermediate teams to measure them)."""
+    from teamtr_adapters.registry import Registry
+
+    other = Registry(tmp_path / "other")
+    other.init_team(tiny_spec, tiny_base)
+    v1 = tiny_team.pins("tiny-duo")
+    assert other.pins("tiny-duo") == v1
+    stale = run_stages(_trainer(tiny_team, method="stale", steps=1), 2)
+    joint = run_stages(_trainer(other, method="joint", steps=1), 2)
+    assert [r.version for r in stale.records] == [r.version for r in joint.records]
+    assert tiny_team.pins("tiny-duo") == other.pins("tiny-duo") != v1
+    assert sum(r.diag_tokens for r in stale.records) > sum(r.diag_tokens for r in joint.records)
+
+
 @pytest.mark.parametrize("order,turns", [(None, [3, 1, 2]), ("speaking", [3, 3, 2])])
 def test_update_order_sets_what_suffix_resampling_regenerates(home, tiny_base, tiny_base_dir, order, turns):
     """Three agents with equal budgets, one teamtr stage: in the default (reverse) order the rollout sets
