@@ -8,7 +8,8 @@ the held-out accuracy of the untrained team on a fixed evaluation set (same prom
 time), then TeamTR stages (or the baseline's) until the run has generated `--budget` training tokens, with the
 held-out accuracy measured again at `--eval-points` points evenly spaced in tokens. `single` trains one adapter answering alone
 (the base model alone is its untrained start). Reported per method: accuracy before -> after with the paired 95%
-interval (prompts x seeds as units), training tokens, wall time, out-of-region rate on held-out states (the same
+interval (prompts x seeds as units) and each seed's change, the trained team paired against the base model alone
+and against teamtr's trained team, training tokens, wall time, out-of-region rate on held-out states (the same
 probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
 learning.png under --out. Results that go either way are published either way.
 """
@@ -154,18 +155,30 @@ def check_resumable(runs: list[dict[str, Any]], a: argparse.Namespace, log: Path
 
 
 def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Per method: the paired change pooled over prompts x seeds, the trained team against the base model alone
-    on the same prompts (`alone`: per seed), tokens, wall and out-of-region rate."""
+    """Per method: the paired change pooled over prompts x seeds and each seed's own change, the trained team
+    against the base model alone on the same prompts (`alone`: per seed) and against teamtr's trained team on the
+    seeds both ran, tokens, wall and out-of-region rate."""
     from teamtr_adapters.train.diagnostics import paired_change
+
+    def after(method: str, seeds: list[int]) -> list[float]:
+        return [x for s in seeds for x in next(r for r in runs if (r["method"], r["seed"]) == (method, s))["after"]]
 
     out = {}
     for m in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == m]
         change = paired_change([x for r in rs for x in r["before"]], [x for r in rs for x in r["after"]])
         vs_base = paired_change([x for r in rs for x in alone[r["seed"]]["scores"]], [x for r in rs for x in r["after"]])
+        # against teamtr's trained team, on the seeds both ran (same evaluation prompts and sampling seeds)
+        both = sorted({r["seed"] for r in rs} & {r["seed"] for r in runs if r["method"] == "teamtr"})
+        vs_teamtr = paired_change(after("teamtr", both), after(m, both)) if both and m != "teamtr" else None
         probed = sum(r["probed_updates"] for r in rs)
         out[m] = {"seeds": len(rs), **change, "base_alone": vs_base["before"],
-                  "after_minus_base_alone": {k: vs_base[k] for k in ("change", "ci95")}, "tokens": sum(r["tokens"] for r in rs) / len(rs),
+                  "per_seed_change": {r["seed"]: sum(r["after"]) / len(r["after"]) - sum(r["before"]) / len(r["before"])
+                                      for r in rs},
+                  "after_minus_base_alone": {k: vs_base[k] for k in ("change", "ci95")},
+                  "after_minus_teamtr": vs_teamtr and {"seeds": len(both), "change": vs_teamtr["change"],
+                                                      "ci95": vs_teamtr["ci95"]},
+                  "tokens": sum(r["tokens"] for r in rs) / len(rs),
                   "train_wall_s": sum(r["train_wall_s"] for r in rs) / len(rs),
                   "out_of_region_rate": sum(r["out_of_region_updates"] for r in rs) / probed if probed else None,
                   "out_of_region_events": sum(r["out_of_region_events"] for r in rs),
@@ -174,16 +187,26 @@ def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dic
 
 
 def table(summary: dict[str, Any]) -> str:
-    head = ("| method | seeds | accuracy before -> after | change [95% CI] | after - base alone [95% CI] | tokens/run | "
-            "train wall/run | out-of-region (held-out) | rolled-back excursions | no-signal updates |")
-    lines = [head, "|" + "---|" * 10]
+    """The summary as a Markdown table, with what its intervals do and do not cover."""
+    def ci(c: dict[str, Any]) -> str:
+        return f"{c['change']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+
+    head = ("| method | seeds | accuracy before -> after | change [95% CI] | change per seed | after - base alone "
+            "[95% CI] | after - teamtr's after [95% CI] | tokens/run | train wall/run | out-of-region (held-out) | "
+            "rolled-back excursions | no-signal updates |")
+    lines = [head, "|" + "---|" * 12]
     for m, s in summary.items():
         oor = "-" if s["out_of_region_rate"] is None else f"{s['out_of_region_rate']:.0%}"
-        vb = s["after_minus_base_alone"]
-        lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {s['change']:+.3f} "
-                     f"[{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}] | {vb['change']:+.3f} (base {s['base_alone']:.3f}) "
-                     f"[{vb['ci95'][0]:+.3f}, {vb['ci95'][1]:+.3f}] | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
+        vt = s["after_minus_teamtr"]
+        per_seed = ", ".join(f"{c:+.3f}" for c in s["per_seed_change"].values())
+        lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {ci(s)} | {per_seed} | "
+                     f"{ci(s['after_minus_base_alone'])} (base {s['base_alone']:.3f}) | "
+                     f"{'-' if vt is None else ci(vt)} | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
                      f"{oor} | {s['out_of_region_events']} | {s['no_signal']}/{s['updates']} |")
+    lines.append("\nIntervals are paired t intervals over held-out prompts x seeds: they cover the evaluation's "
+                 "sampling noise given these training runs, not the spread between training seeds (read that in "
+                 "'change per seed'). 'after - teamtr's after' pairs each method's trained team with teamtr's on the "
+                 "seeds both ran (same prompts, same sampling seeds).")
     return "\n".join(lines)
 
 

@@ -34,3 +34,26 @@ def test_resume_check_runs_before_anything_is_written(tmp_path, capsys):
     with pytest.raises(SystemExit, match="another setting"):
         learning.main(["--resume", "--out", str(out)])
     assert (out / "runs.jsonl").read_text() == before
+
+
+def _run(method, seed, before, after):
+    return {"method": method, "seed": seed, "before": before, "after": after, "tokens": 100, "train_wall_s": 1.0,
+            "probed_updates": 2, "out_of_region_updates": 0, "out_of_region_events": 0, "updates": 2, "no_signal": 0}
+
+
+def test_analysis_pairs_methods_with_teamtr_on_common_seeds_and_keeps_each_seeds_change():
+    """Each method's trained team is paired with teamtr's on the seeds both ran (stale's seed 1 has no teamtr
+    partner and is left out of that pairing), and each seed's own change is kept beside the pooled interval."""
+    runs = [_run("teamtr", 0, [0, 0, 0, 0], [1, 1, 0, 0]),
+            _run("stale", 0, [0, 0, 0, 0], [1, 1, 1, 1]),
+            _run("stale", 1, [0, 0, 1, 1], [0, 0, 0, 0])]
+    alone = {0: {"scores": [1, 0, 0, 0]}, 1: {"scores": [1, 1, 1, 1]}}
+    s = learning.analyse(runs, alone)
+    assert s["teamtr"]["after_minus_teamtr"] is None
+    assert s["stale"]["per_seed_change"] == {0: 1.0, 1: -0.5}
+    vt = s["stale"]["after_minus_teamtr"]
+    assert vt["seeds"] == 1 and vt["change"] == pytest.approx(0.5)  # seed 0 only: 4/4 against 2/4
+    assert s["stale"]["change"] == pytest.approx(0.25)  # pooled over both seeds' 8 prompts
+    assert s["stale"]["after_minus_base_alone"]["change"] == pytest.approx((4 - 1 + 0 - 4) / 8)
+    md = learning.table(s)
+    assert "| stale | 2 | " in md and "+1.000, -0.500" in md and "not the spread between training seeds" in md
