@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from teamtr_adapters.errors import TaskError
+from teamtr_adapters.errors import InputError, TaskError
 from teamtr_adapters.registry import Registry
+from teamtr_adapters.runtime.backend import GenRequest
 from teamtr_adapters.runtime.protocol import build_prompt, rollout, speaking_order
 from teamtr_adapters.runtime.records import Episode, Turn
 from teamtr_adapters.runtime.team import load_team
@@ -155,3 +156,10 @@ def test_cli_errors_are_one_line(cli, team_home, monkeypatch, tiny_base):
     assert code == 2 and "unknown backend 'warp'" in err
     code, _, err = cli("eval", "--team", "math-trio", "--split", "test", "--n", "1")
     assert code == 2 and "unknown split 'test'" in err
+
+
+def test_a_generation_request_without_a_prompt_is_refused_for_every_backend():
+    """The check lives in the request itself, so no backend can be handed an empty context."""
+    with pytest.raises(InputError, match="non-empty prompt"):
+        GenRequest([], None, 4)
+    assert GenRequest([1], None, 4).prompt_ids == [1]

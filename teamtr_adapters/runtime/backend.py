@@ -29,6 +29,10 @@ class GenRequest:
     max_new_tokens: int
     group: int | None = None  # requests of one group (the G samples of a prompt) may share a server replica
 
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:  # every backend needs a context to continue
+            raise InputError("every generation request needs a non-empty prompt")
+
 
 @dataclass
 class GenResult:

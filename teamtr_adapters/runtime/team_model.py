@@ -280,8 +280,6 @@ class TeamModel:
 
         if not requests:
             return []
-        if any(not r.prompt_ids for r in requests):
-            raise InputError("every generation request needs a non-empty prompt")
         versions = {r.version for r in requests}
         single = len(versions) == 1
         gen = torch.Generator(device=self.device).manual_seed(seed)

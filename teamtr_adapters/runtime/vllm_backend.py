@@ -177,8 +177,6 @@ class VLLMBackend:
 
         if not requests:
             return []
-        if any(not r.prompt_ids for r in requests):
-            raise InputError("every generation request needs a non-empty prompt")
         loras = [self._lora(r.version) for r in requests]
         params = [SamplingParams(temperature=temperature, top_p=top_p if temperature else 1.0, top_k=0,
                                  max_tokens=r.max_new_tokens, logprobs=0, seed=request_seed(seed, i),

@@ -109,8 +109,6 @@ class VLLMServerBackend:
         its index); a replica found dead is skipped, and its requests are re-sent to the next live one."""
         if not requests:
             return []
-        if any(not r.prompt_ids for r in requests):
-            raise InputError("every generation request needs a non-empty prompt")
         for r in requests:
             if r.version is not None and r.version not in self._loaded:
                 raise InputError(f"adapter version {r.version[:16]} is not loaded")
