@@ -11,7 +11,8 @@ held-out accuracy measured again at `--eval-points` points evenly spaced in toke
 interval (prompts x seeds as units) and each seed's change, the trained team paired against the base model alone
 and against teamtr's trained team, training tokens, wall time, out-of-region rate on held-out states (the same
 probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
-learning.png under --out. Results that go either way are published either way.
+learning.png (held-out accuracy against tokens and wall time: per method the mean over seeds at each
+evaluation point with a 95% interval) under --out. Results that go either way are published either way.
 """
 from __future__ import annotations
 
@@ -210,24 +211,49 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def curve_mean(rs: list[dict[str, Any]], key: str, n_samples: int) -> tuple[list[float], list[float], list[list[float]]]:
+    """Per evaluation point of a method's runs (the points fall at the same budget fractions in every seed): the
+    mean x (`key`: tokens or wall_s) and accuracy over seeds, and a 95% Wilson interval of that accuracy over the
+    seeds' held-out samples (`n_samples` per evaluation). Points past the shortest run are left out."""
+    from scipy.stats import binomtest
+
+    n_points = min(len(r["curve"]) for r in rs)
+    xs, ys, cis = [], [], []
+    for k in range(n_points):
+        acc = [r["curve"][k]["accuracy"] for r in rs]
+        hits = round(sum(acc) * n_samples)
+        ci = binomtest(hits, n_samples * len(rs)).proportion_ci(method="wilson")
+        xs.append(sum(r["curve"][k][key] for r in rs) / len(rs))
+        ys.append(sum(acc) / len(acc))
+        cis.append([float(ci.low), float(ci.high)])
+    return xs, ys, cis
+
+
 def plot(runs: list[dict[str, Any]], a: argparse.Namespace, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    n_samples = a.eval_n * a.eval_k
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     for ax, key, label in ((axes[0], "tokens", "training tokens generated"),
                            (axes[1], "wall_s", "training wall time (s, 2 CPU cores)")):
         for m in dict.fromkeys(r["method"] for r in runs):
-            for i, r in enumerate(x for x in runs if x["method"] == m):
-                ax.plot([p[key] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], "o-", ms=3, alpha=0.8,
-                        color=COLOURS[m], label=m if i == 0 else None)
+            rs = [x for x in runs if x["method"] == m]
+            for r in rs if len(rs) > 1 else []:  # each seed, faint, under the mean
+                ax.plot([p[key] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], "-", lw=0.8, alpha=0.3,
+                        color=COLOURS[m])
+            xs, ys, cis = curve_mean(rs, key, n_samples)
+            ax.errorbar(xs, ys, yerr=[[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]],
+                        fmt="o-", ms=3, lw=1.4, capsize=2, elinewidth=0.8, alpha=0.85, color=COLOURS[m],
+                        label=f"{m} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"held-out accuracy ({a.eval_n} prompts x {a.eval_k})")
+    axes[0].set_ylabel(f"held-out accuracy ({a.eval_n} prompts x {a.eval_k} per seed)")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Held-out accuracy while training math-trio (embedded SmolLM2-135M), one line per seed\n"
+    fig.suptitle(f"Held-out accuracy while training math-trio (embedded SmolLM2-135M): mean over seeds, bars 95% "
+                 f"Wilson intervals over held-out samples, faint lines single seeds\n"
                  f"budget {a.budget} tokens, P {a.prompts} x G {a.group_size}, {a.steps} steps, lr {a.lr}, "
                  f"delta {a.delta}, <= {a.max_new_tokens} tokens/message, temperature {a.temperature or 'of the spec'}, "
                  f"difficulty {a.difficulty}", fontsize=9)

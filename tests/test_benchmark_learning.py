@@ -57,3 +57,16 @@ def test_analysis_pairs_methods_with_teamtr_on_common_seeds_and_keeps_each_seeds
     assert s["stale"]["after_minus_base_alone"]["change"] == pytest.approx((4 - 1 + 0 - 4) / 8)
     md = learning.table(s)
     assert "| stale | 2 | " in md and "+1.000, -0.500" in md and "not the spread between training seeds" in md
+
+
+def test_curves_are_averaged_per_evaluation_point_with_an_interval_and_plotted(tmp_path):
+    runs = [_run("teamtr", s, [0] * 4, [1] * 4) for s in (0, 1)]
+    runs[0]["curve"] = [{"tokens": 0, "wall_s": 0.0, "accuracy": 0.25}, {"tokens": 100, "wall_s": 10.0, "accuracy": 0.5}]
+    runs[1]["curve"] = [{"tokens": 0, "wall_s": 0.0, "accuracy": 0.75}, {"tokens": 120, "wall_s": 14.0, "accuracy": 1.0},
+                        {"tokens": 200, "wall_s": 20.0, "accuracy": 1.0}]  # a third point only one seed reached
+    xs, ys, cis = learning.curve_mean(runs, "wall_s", n_samples=4)
+    assert xs == [0.0, 12.0] and ys == [0.5, 0.75]
+    assert cis[0][0] < 0.5 < cis[0][1] and cis[1][0] < 0.75 < cis[1][1] <= 1.0  # 4 of 8, 6 of 8 (Wilson)
+    a = learning.parse(["--eval", "4", "--out", str(tmp_path)])
+    learning.plot(runs, a, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
