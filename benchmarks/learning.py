@@ -161,8 +161,10 @@ def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dic
     seeds both ran, tokens, wall and out-of-region rate."""
     from teamtr_adapters.train.diagnostics import paired_change
 
+    by_key = {(r["method"], r["seed"]): r for r in runs}
+
     def after(method: str, seeds: list[int]) -> list[float]:
-        return [x for s in seeds for x in next(r for r in runs if (r["method"], r["seed"]) == (method, s))["after"]]
+        return [x for s in seeds for x in by_key[method, s]["after"]]
 
     out = {}
     for m in dict.fromkeys(r["method"] for r in runs):
@@ -174,8 +176,8 @@ def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dic
         vs_teamtr = paired_change(after("teamtr", both), after(m, both)) if both and m != "teamtr" else None
         probed = sum(r["probed_updates"] for r in rs)
         out[m] = {"seeds": len(rs), **change, "base_alone": vs_base["before"],
-                  "per_seed_change": {r["seed"]: sum(r["after"]) / len(r["after"]) - sum(r["before"]) / len(r["before"])
-                                      for r in rs},
+                  "per_seed_change": {r["seed"]: {k: v for k, v in paired_change(r["before"], r["after"]).items()
+                                                  if k in ("change", "ci95")} for r in rs},
                   "after_minus_base_alone": {k: vs_base[k] for k in ("change", "ci95")},
                   "after_minus_teamtr": vs_teamtr and {"seeds": len(both), "change": vs_teamtr["change"],
                                                       "ci95": vs_teamtr["ci95"]},
@@ -192,14 +194,14 @@ def table(summary: dict[str, Any]) -> str:
     def ci(c: dict[str, Any]) -> str:
         return f"{c['change']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
 
-    head = ("| method | seeds | accuracy before -> after | change [95% CI] | change per seed | after - base alone "
+    head = ("| method | seeds | accuracy before -> after | change [95% CI] | change per seed [95% CI] | after - base alone "
             "[95% CI] | after - teamtr's after [95% CI] | tokens/run | train wall/run | out-of-region (held-out) | "
             "rolled-back excursions | no-signal updates |")
     lines = [head, "|" + "---|" * 12]
     for m, s in summary.items():
         oor = "-" if s["out_of_region_rate"] is None else f"{s['out_of_region_rate']:.0%}"
         vt = s["after_minus_teamtr"]
-        per_seed = ", ".join(f"{c:+.3f}" for c in s["per_seed_change"].values())
+        per_seed = "; ".join(ci(c) for c in s["per_seed_change"].values())
         lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {ci(s)} | {per_seed} | "
                      f"{ci(s['after_minus_base_alone'])} (base {s['base_alone']:.3f}) | "
                      f"{'-' if vt is None else ci(vt)} | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "

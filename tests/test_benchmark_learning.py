@@ -50,13 +50,14 @@ def test_analysis_pairs_methods_with_teamtr_on_common_seeds_and_keeps_each_seeds
     alone = {0: {"scores": [1, 0, 0, 0]}, 1: {"scores": [1, 1, 1, 1]}}
     s = learning.analyse(runs, alone)
     assert s["teamtr"]["after_minus_teamtr"] is None
-    assert s["stale"]["per_seed_change"] == {0: 1.0, 1: -0.5}
+    assert {k: v["change"] for k, v in s["stale"]["per_seed_change"].items()} == {0: 1.0, 1: -0.5}
+    assert s["stale"]["per_seed_change"][1]["ci95"][0] < -0.5 < s["stale"]["per_seed_change"][1]["ci95"][1]
     vt = s["stale"]["after_minus_teamtr"]
     assert vt["seeds"] == 1 and vt["change"] == pytest.approx(0.5)  # seed 0 only: 4/4 against 2/4
     assert s["stale"]["change"] == pytest.approx(0.25)  # pooled over both seeds' 8 prompts
     assert s["stale"]["after_minus_base_alone"]["change"] == pytest.approx((4 - 1 + 0 - 4) / 8)
     md = learning.table(s)
-    assert "| stale | 2 | " in md and "+1.000, -0.500" in md and "not the spread between training seeds" in md
+    assert "| stale | 2 | " in md and "+1.000 [+1.000, +1.000]; -0.500 [" in md and "not the spread between training seeds" in md
 
 
 def test_curves_are_averaged_per_evaluation_point_with_an_interval_and_plotted(tmp_path):
