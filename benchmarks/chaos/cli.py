@@ -333,9 +333,14 @@ TRAIN_ARGS = ["train", "critic", "--team", TEAM, "--updates", "50", "--steps", "
 
 def interrupt_train(home: Path, after_updates: int = 1, timeout: float = 300) -> tuple[int, str, str]:
     """Start `train` in a subprocess, wait until it has recorded `after_updates` update(s) (0: until its run dir
-    exists), send SIGINT, and return (exit code, stdout, stderr)."""
+    exists), send SIGINT, and return (exit code, stdout, stderr).
+
+    The child starts with SIGINT at its default action: a background job of a non-interactive shell (`cmd &` in a
+    script, as CI may launch the tests) inherits SIGINT ignored, and Python then never installs its Ctrl-C handler,
+    so the run would finish instead of being interrupted."""
     proc = subprocess.Popen([sys.executable, "-m", "teamtr_adapters", *TRAIN_ARGS], env=_env(str(home)), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
