@@ -9,7 +9,7 @@ time), then TeamTR stages (or the baseline's) until the run has generated `--bud
 held-out accuracy measured again at `--eval-points` points evenly spaced in tokens. `single` trains one adapter answering alone
 (the base model alone is its untrained start). Reported per method: accuracy before -> after with the paired 95%
 interval (prompts x seeds as units) and each seed's change, the trained team paired against the base model alone
-and against teamtr's trained team, training tokens, wall time, out-of-region rate on held-out states (the same
+and against teamtr's trained team, training tokens, wall time (per machine), out-of-region rate on held-out states (the same
 probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
 learning.png (held-out accuracy against tokens and wall time: per method the mean over seeds at each
 evaluation point with a 95% interval) under --out. Results that go either way are published either way.
@@ -73,6 +73,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 EVAL_SEED = 1000  # seed s evaluates on the held-out prompts and sampling seeds of EVAL_SEED + s
+# Runs appended before machines were recorded (all of them ran on one machine type: see the README's provenance).
+UNRECORDED = "machine not recorded"
+
+
+def machine() -> str:
+    """What a run's wall time depends on: the CPU model, its cores and whether it has native bf16 (AVX512-BF16 or
+    AMX; without it the bf16 rollouts run emulated). Wall times of different machines are never averaged."""
+    import platform
+
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    bf16 = "native bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no native bf16"
+    return f"{info.get('model name') or platform.processor() or platform.machine()}, {os.cpu_count()} cores, {bf16}"
+
+
+def wall_groups(rs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs grouped by the machine they ran on (most runs first)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rs:
+        groups.setdefault(r.get("machine", UNRECORDED), []).append(r)
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
 
 
 def trainer(method: str, seed: int, a: argparse.Namespace, home: Path, run_dir: Path) -> Any:
@@ -135,7 +162,7 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             "out_of_region_updates": s.get("out_of_region_updates", 0), "probed_updates": s.get("probed_updates", 0),
             "out_of_region_events": s.get("out_of_region_events", 0), "updates": s.get("updates", 0),
             "accepted": s.get("accepted", 0), "no_signal": s.get("no_signal", 0),
-            "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap}
+            "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap, "machine": machine()}
 
 
 def setting(a: argparse.Namespace) -> dict[str, Any]:
@@ -158,7 +185,7 @@ def check_resumable(runs: list[dict[str, Any]], a: argparse.Namespace, log: Path
 def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per method: the paired change pooled over prompts x seeds and each seed's own change, the trained team
     against the base model alone on the same prompts (`alone`: per seed) and against teamtr's trained team on the
-    seeds both ran, tokens, wall and out-of-region rate."""
+    seeds both ran, tokens, wall (a mean per machine) and out-of-region rate."""
     from teamtr_adapters.train.diagnostics import paired_change
 
     by_key = {(r["method"], r["seed"]): r for r in runs}
@@ -182,7 +209,8 @@ def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dic
                   "after_minus_teamtr": vs_teamtr and {"seeds": len(both), "change": vs_teamtr["change"],
                                                       "ci95": vs_teamtr["ci95"]},
                   "tokens": sum(r["tokens"] for r in rs) / len(rs),
-                  "train_wall_s": sum(r["train_wall_s"] for r in rs) / len(rs),
+                  "train_wall_s": {k: {"runs": len(g), "mean": sum(r["train_wall_s"] for r in g) / len(g)}
+                                   for k, g in wall_groups(rs).items()},
                   "out_of_region_rate": sum(r["out_of_region_updates"] for r in rs) / probed if probed else None,
                   "out_of_region_events": sum(r["out_of_region_events"] for r in rs),
                   "updates": sum(r["updates"] for r in rs), "no_signal": sum(r["no_signal"] for r in rs)}
@@ -202,14 +230,18 @@ def table(summary: dict[str, Any]) -> str:
         oor = "-" if s["out_of_region_rate"] is None else f"{s['out_of_region_rate']:.0%}"
         vt = s["after_minus_teamtr"]
         per_seed = "; ".join(ci(c) for c in s["per_seed_change"].values())
+        walls = s["train_wall_s"]
+        wall = (f"{next(iter(walls.values()))['mean']:.0f} s" if len(walls) == 1 else
+                "; ".join(f"{w['mean']:.0f} s ({w['runs']} on {k})" for k, w in walls.items()))
         lines.append(f"| {m} | {s['seeds']} | {s['before']:.3f} -> {s['after']:.3f} | {ci(s)} | {per_seed} | "
                      f"{ci(s['after_minus_base_alone'])} (base {s['base_alone']:.3f}) | "
-                     f"{'-' if vt is None else ci(vt)} | {s['tokens']:.0f} | {s['train_wall_s']:.0f} s | "
+                     f"{'-' if vt is None else ci(vt)} | {s['tokens']:.0f} | {wall} | "
                      f"{oor} | {s['out_of_region_events']} | {s['no_signal']}/{s['updates']} |")
     lines.append("\nIntervals are paired t intervals over held-out prompts x seeds: they cover the evaluation's "
                  "sampling noise given these training runs, not the spread between training seeds (read that in "
                  "'change per seed'). 'after - teamtr's after' pairs each method's trained team with teamtr's on the "
-                 "seeds both ran (same prompts, same sampling seeds).")
+                 "seeds both ran (same prompts, same sampling seeds). Wall times are means over runs of one machine: "
+                 "runs on different machines are listed apart, never averaged.")
     return "\n".join(lines)
 
 
@@ -238,14 +270,23 @@ def plot(runs: list[dict[str, Any]], a: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n_samples = a.eval_n * a.eval_k
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    # the wall-time panel averages only the runs of the machine most runs ran on; others are drawn dashed, alone
+    ref = next(iter(wall_groups(runs)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.9), sharey=True)
     for ax, key, label in ((axes[0], "tokens", "training tokens generated"),
-                           (axes[1], "wall_s", "training wall time (s, 2 CPU cores)")):
+                           (axes[1], "wall_s", f"training wall time (s), runs on: {ref}")):
         for m in dict.fromkeys(r["method"] for r in runs):
             rs = [x for x in runs if x["method"] == m]
+            others = [x for x in rs if key == "wall_s" and x.get("machine", UNRECORDED) != ref]
+            for r in others:
+                ax.plot([p[key] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], "--", lw=0.8, alpha=0.6,
+                        color=COLOURS[m])
+            rs = [x for x in rs if x not in others]
             for r in rs if len(rs) > 1 else []:  # each seed, faint, under the mean
                 ax.plot([p[key] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], "-", lw=0.8, alpha=0.3,
                         color=COLOURS[m])
+            if not rs:
+                continue
             xs, ys, cis = curve_mean(rs, key, n_samples)
             ax.errorbar(xs, ys, yerr=[[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]],
                         fmt="o-", ms=3, lw=1.4, capsize=2, elinewidth=0.8, alpha=0.85, color=COLOURS[m],
@@ -255,7 +296,8 @@ def plot(runs: list[dict[str, Any]], a: argparse.Namespace, path: Path) -> None:
     axes[0].set_ylabel(f"held-out accuracy ({a.eval_n} prompts x {a.eval_k} per seed)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Held-out accuracy while training math-trio (embedded SmolLM2-135M): mean over seeds, bars 95% "
-                 f"Wilson intervals over held-out samples, faint lines single seeds\n"
+                 f"Wilson intervals\nover held-out samples, faint lines single seeds, dashed (wall time) runs on "
+                 f"other machines\n"
                  f"budget {a.budget} tokens, P {a.prompts} x G {a.group_size}, {a.steps} steps, lr {a.lr}, "
                  f"delta {a.delta}, <= {a.max_new_tokens} tokens/message, temperature {a.temperature or 'of the spec'}, "
                  f"difficulty {a.difficulty}", fontsize=9)

@@ -71,3 +71,26 @@ def test_curves_are_averaged_per_evaluation_point_with_an_interval_and_plotted(t
     a = learning.parse(["--eval", "4", "--out", str(tmp_path)])
     learning.plot(runs, a, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wall_times_of_different_machines_are_listed_apart_never_averaged(tmp_path):
+    """A run appended on another machine (here a CPU without native bf16) keeps its own wall mean: the table lists
+    each machine's, the wall panel averages only the most common machine's runs and draws the other dashed."""
+    runs = [_run("stale", s, [0] * 4, [1] * 4) for s in (0, 1, 2)]
+    for r, wall in zip(runs, (3000.0, 3400.0, 7000.0)):
+        r["train_wall_s"] = wall
+        r["curve"] = [{"tokens": 0, "wall_s": 0.0, "accuracy": 0.0}, {"tokens": 100, "wall_s": wall, "accuracy": 1.0}]
+    runs[2]["machine"] = "AMD EPYC, 2 cores, no native bf16"
+    s = learning.analyse(runs, {k: {"scores": [0] * 4} for k in (0, 1, 2)})
+    assert s["stale"]["train_wall_s"] == {learning.UNRECORDED: {"runs": 2, "mean": 3200.0},
+                                          "AMD EPYC, 2 cores, no native bf16": {"runs": 1, "mean": 7000.0}}
+    md = learning.table(s)
+    assert "| 3200 s (2 on machine not recorded); 7000 s (1 on AMD EPYC, 2 cores, no native bf16) |" in md
+    assert "4467 s" not in md  # the mixed mean
+    learning.plot(runs, learning.parse(["--eval", "4", "--out", str(tmp_path)]), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_machine_names_the_cpu_and_whether_it_has_native_bf16():
+    m = learning.machine()
+    assert m.endswith(("native bf16", "no native bf16")) and " cores, " in m
