@@ -6,12 +6,12 @@
 For every method (teamtr, stale, stale-is, resample-every-k, joint, single) and seed: a fresh math-trio registry,
 the held-out accuracy of the untrained team on a fixed evaluation set (same prompts, same sampling seeds every
 time), then TeamTR stages (or the baseline's) until the run has generated `--budget` training tokens, with the
-held-out accuracy measured again at `--eval-points` points evenly spaced in tokens. `single` trains one adapter answering alone
-(the base model alone is its untrained start). Reported per method: accuracy before -> after with the paired 95%
-interval (prompts x seeds as units) and each seed's change, the trained team paired against the base model alone
-and against teamtr's trained team, training tokens, wall time (per machine), out-of-region rate on held-out states (the same
-probe for every method) and the hard check's rolled-back excursions. Writes learning.json, learning.md and
-learning.png (held-out accuracy against tokens and wall time: per method the mean over seeds at each
+held-out accuracy measured again at `--eval-points` points evenly spaced in tokens. `single` trains one adapter
+answering alone (the base model alone is its untrained start). Reported per method: accuracy before -> after with
+the paired 95% interval (prompts x seeds as units) and each seed's change, the trained team paired against the base
+model alone and against teamtr's trained team, training tokens, wall time (per machine), out-of-region rate on
+held-out states (the same probe for every method) and the hard check's rolled-back excursions. Writes learning.json,
+learning.md and learning.png (held-out accuracy against tokens and wall time: per method the mean over seeds at each
 evaluation point with a 95% interval) under --out. Results that go either way are published either way.
 """
 from __future__ import annotations
