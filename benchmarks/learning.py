@@ -122,6 +122,17 @@ def base_alone(seed: int, a: argparse.Namespace, template_home: Path) -> dict[st
             return t.evaluate(a.eval_n, EVAL_SEED + seed)
 
 
+def known_alone(a: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """The base-alone evaluations an earlier invocation with this setting stored in OUT/learning.json, per seed."""
+    try:
+        old = json.loads((a.out / "learning.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if {k: old.get("config", {}).get(k) for k in SETTING} != setting(a):
+        return {}
+    return {int(k): v for k, v in old.get("base_alone", {}).items()}
+
+
 def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             untrained: dict[tuple[int, bool], dict[str, Any]]) -> dict[str, Any]:
     """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary.
@@ -342,8 +353,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs.append(run_one(m, seed, a, template, untrained))
                 with open(log, "a") as f:
                     f.write(json.dumps(runs[-1]) + "\n")
-        # the base model alone on each seed's evaluation set (the `single` runs' start, else measured here)
-        alone = {seed: untrained.get((seed, True)) or base_alone(seed, a, template)
+        # the base model alone on each seed's evaluation set: the `single` run's start, else measured once (kept in
+        # learning.json, so a re-summary on another machine does not re-sample it)
+        known = known_alone(a) if a.resume else {}
+        alone = {seed: untrained.get((seed, True)) or known.get(seed) or base_alone(seed, a, template)
                  for seed in sorted({r["seed"] for r in runs})}
     summary = analyse(runs, alone)
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},

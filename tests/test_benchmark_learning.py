@@ -94,3 +94,15 @@ def test_wall_times_of_different_machines_are_listed_apart_never_averaged(tmp_pa
 def test_machine_names_the_cpu_and_whether_it_has_native_bf16():
     m = learning.machine()
     assert m.endswith(("native bf16", "no native bf16")) and " cores, " in m
+
+
+def test_base_alone_is_measured_once_and_reused_only_for_the_same_setting(tmp_path):
+    """A re-summary reads the base-alone evaluations learning.json stored (re-sampling them on another machine
+    could change them); a learning.json of another setting is not used."""
+    a = learning.parse(["--out", str(tmp_path)])
+    assert learning.known_alone(a) == {}  # nothing stored yet
+    stored = {"config": learning.setting(a), "base_alone": {"2": {"accuracy": 0.25, "scores": [1, 0, 0, 0]}}}
+    (tmp_path / "learning.json").write_text(json.dumps(stored))
+    assert learning.known_alone(a) == {2: {"accuracy": 0.25, "scores": [1, 0, 0, 0]}}
+    other = learning.parse(["--lr", "1e-3", "--out", str(tmp_path)])
+    assert learning.known_alone(other) == {}
