@@ -73,7 +73,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 EVAL_SEED = 1000  # seed s evaluates on the held-out prompts and sampling seeds of EVAL_SEED + s
-# Runs appended before machines were recorded (all of them ran on one machine type: see the README's provenance).
+# Runs appended before each run recorded its machine (before stale seed 2).
 UNRECORDED = "machine not recorded"
 
 
