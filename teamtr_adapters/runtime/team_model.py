@@ -35,7 +35,7 @@ import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import IncompatibleAdapterError, InputError
 from .backend import GenRequest, GenResult
@@ -319,30 +319,9 @@ class TeamModel:
             if len(uniq) < len(requests):  # copy the shared prompts' KV rows out to every request
                 cache.batch_select_indices(expand)
                 logits, mask = logits[expand], mask[expand]
-            rows = torch.arange(len(requests), device=self.device)  # request index of each row in the batch
-            done = torch.zeros(len(requests), dtype=torch.bool, device=self.device)
-            out_ids: list[list[int]] = [[] for _ in requests]
-            out_lp: list[list[float]] = [[] for _ in requests]
-            step = 0
-            while True:
-                tok, lp = _pick_fast(logits, temperature, top_p, gen)
-                live, row_of = (~done).nonzero().flatten().tolist(), rows.tolist()
-                for j, t, l in zip(live, tok[live].tolist(), lp[live].tolist()):
-                    out_ids[row_of[j]].append(t)
-                    out_lp[row_of[j]].append(l)
-                step += 1
-                done |= torch.isin(tok, self.eos_ids) | (step >= budget[rows])
-                if bool(done.all()):
-                    break
-                if int(done.sum()) >= max(1, PRUNE_SHARE * len(rows)):
-                    keep = (~done).nonzero().flatten()
-                    cache.batch_select_indices(keep)
-                    mask, rows, tok, done = mask[keep], rows[keep], tok[keep], done[keep]
-                    names = None if names is None else [names[i] for i in keep.tolist()]
-                tok = torch.where(done, self.tokenizer.pad_token_id, tok)
-                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-                logits = self._forward(tok[:, None], mask, cache, names, keep=1, routed=routed)[:, -1]
-        return [GenResult(ids=i, logprobs=l) for i, l in zip(out_ids, out_lp)]
+            return self._decode(logits, mask, cache, names, budget,
+                                lambda x: _pick_fast(x, temperature, top_p, gen),
+                                lambda t, m, n: self._forward(t, m, cache, n, keep=1, routed=routed))
 
     def _prefill(self, prompts: list[list[int]], names: list[str] | None, new_tokens: int,
                  routed: bool) -> tuple[Any, Any, Any]:
@@ -397,21 +376,34 @@ class TeamModel:
 
         ids, mask = self._left_pad([r.prompt_ids for r in requests])
         budget = torch.tensor([r.max_new_tokens for r in requests], device=self.device)
-        rows = torch.arange(len(requests), device=self.device)  # request index of each row in the batch
-        done = torch.zeros(len(requests), dtype=torch.bool, device=self.device)
-        out_ids: list[list[int]] = [[] for _ in requests]
-        out_lp: list[list[float]] = [[] for _ in requests]
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(ids, mask, cache, names, keep=1)[:, -1]
-        step = 0
+        return self._decode(logits, mask, cache, names, budget,
+                            lambda x: _pick(x.float(), temperature, top_p, gen),
+                            lambda t, m, n: self._forward(t, m, cache, n, keep=1))
+
+    def _decode(self, logits: Any, mask: Any, cache: Any, names: list[str] | None, budget: Any,
+                pick: Callable[[Any], tuple[Any, Any]],
+                step: Callable[[Any, Any, list[str] | None], Any]) -> list[GenResult]:
+        """The decode loop both sampling paths share. From the prefilled last-position `logits` [B, V], `pick`
+        draws (tokens, log-probs) and `step(tokens [B, 1], mask, names)` runs one position through `cache`;
+        a row stops at an EOS token or its request's `budget`; finished rows are pruned from the batch (and
+        `cache`) once they are PRUNE_SHARE of it, otherwise they are fed padding under a zero mask."""
+        import torch
+
+        rows = torch.arange(len(budget), device=self.device)  # request index of each row in the batch
+        done = torch.zeros(len(budget), dtype=torch.bool, device=self.device)
+        out_ids: list[list[int]] = [[] for _ in range(len(budget))]
+        out_lp: list[list[float]] = [[] for _ in range(len(budget))]
+        n = 0
         while True:
-            tok, lp = _pick(logits.float(), temperature, top_p, gen)
+            tok, lp = pick(logits)
             live, row_of = (~done).nonzero().flatten().tolist(), rows.tolist()
             for j, t, l in zip(live, tok[live].tolist(), lp[live].tolist()):
                 out_ids[row_of[j]].append(t)
                 out_lp[row_of[j]].append(l)
-            step += 1
-            done |= torch.isin(tok, self.eos_ids) | (step >= budget[rows])
+            n += 1
+            done |= torch.isin(tok, self.eos_ids) | (n >= budget[rows])
             if bool(done.all()):
                 break
             if int(done.sum()) >= max(1, PRUNE_SHARE * len(rows)):
@@ -421,7 +413,7 @@ class TeamModel:
                 names = None if names is None else [names[i] for i in keep.tolist()]
             tok = torch.where(done, self.tokenizer.pad_token_id, tok)
             mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-            logits = self._forward(tok[:, None], mask, cache, names, keep=1)[:, -1]
+            logits = step(tok[:, None], mask, names)[:, -1]
         return [GenResult(ids=i, logprobs=l) for i, l in zip(out_ids, out_lp)]
 
     # -- scoring -----------------------------------------------------------------------------------
