@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -75,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 EVAL_SEED = 1000  # seed s evaluates on the held-out prompts and sampling seeds of EVAL_SEED + s
 # Runs appended before each run recorded its machine (before stale seed 2).
 UNRECORDED = "machine not recorded"
+# OUT/NOTES: the hand-kept history of a results folder (what its run log cannot say), appended to learning.md
+NOTES = "notes.md"
 
 
 def machine() -> str:
@@ -256,6 +259,27 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def provenance(runs: list[dict[str, Any]], a: argparse.Namespace) -> str:
+    """Where the table's figures come from, from the run log itself: per seed, the runs in the order they were
+    appended, how to reproduce one, what of the full comparison (`--quick`'s, for a quick folder) has not run yet;
+    then OUT/NOTES verbatim when the folder has one."""
+    full = parse(["--quick"] if a.quick else [])
+    by_seed: dict[int, list[str]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(r["method"])
+    order = "; ".join(f"seed {s}: {', '.join(ms)}" for s, ms in sorted(by_seed.items()))
+    missing = [f"{m} seed {s}" for s in range(full.seeds) for m in full.methods if m not in by_seed.get(s, [])]
+    text = (f"Runs in runs.jsonl, each appended when it ended, in the order they ran ({order or 'none'}). Method M on "
+            f"seed S is reproduced by `python benchmarks/learning.py --resume --methods M --seeds S+1` (`--resume` "
+            f"keeps the runs already logged and refuses a log made with another setting). The runtime line at the "
+            f"end is the last invocation's (one run, or a re-summary that ran nothing); each run's own time is "
+            f"`total_wall_s` in runs.jsonl. " +
+            (f"Not run yet: {', '.join(missing)}; `python benchmarks/learning.py --resume` continues." if missing
+             else "Every method of the full comparison has run on every seed."))
+    notes = a.out / NOTES
+    return textwrap.fill(text, 114) + (f"\n\n{notes.read_text().strip()}" if notes.is_file() else "")
+
+
 def curve_mean(rs: list[dict[str, Any]], key: str, n_samples: int) -> tuple[list[float], list[float], list[list[float]]]:
     """Per evaluation point of a method's runs (the points fall at the same budget fractions in every seed): the
     mean x (`key`: tokens or wall_s) and accuracy over seeds, and a 95% Wilson interval of that accuracy over the
@@ -363,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "base_alone": {str(k): v for k, v in alone.items()}, "runtime_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs}
     (a.out / "learning.json").write_text(json.dumps(result, indent=1))
     md = table(summary)
-    (a.out / "learning.md").write_text(md + f"\n\nruntime {result['runtime_s']:.0f} s\n")
+    (a.out / "learning.md").write_text(f"{md}\n\n{provenance(runs, a)}\n\nruntime {result['runtime_s']:.0f} s\n")
     plot(runs, a, a.out / "learning.png")
     print(md)
     print(f"runtime {result['runtime_s']:.0f} s; results in {a.out}")

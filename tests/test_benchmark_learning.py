@@ -106,3 +106,22 @@ def test_base_alone_is_measured_once_and_reused_only_for_the_same_setting(tmp_pa
     assert learning.known_alone(a) == {2: {"accuracy": 0.25, "scores": [1, 0, 0, 0]}}
     other = learning.parse(["--lr", "1e-3", "--out", str(tmp_path)])
     assert learning.known_alone(other) == {}
+
+
+def test_learning_md_says_where_its_runs_come_from_and_what_has_not_run(tmp_path):
+    """The provenance paragraph is written from the run log (per seed, the runs in the order they ran; what of the
+    full comparison is missing), then the folder's hand-kept notes verbatim: no hand re-typing after each run."""
+    a = learning.parse(["--out", str(tmp_path)])
+    runs = [_run("stale", 0, [0], [1]), _run("teamtr", 0, [0], [1]), _run("teamtr", 1, [0], [0])]
+    text = learning.provenance(runs, a)
+    assert "(seed 0: stale, teamtr; seed 1: teamtr)" in " ".join(text.split())
+    missing = " ".join(text.split()).split("Not run yet: ")[1]
+    assert missing.startswith("stale-is seed 0, resample-every-k seed 0, joint seed 0, single seed 0, stale seed 1,")
+    assert "teamtr seed 1" not in missing and missing.count("seed 2") == len(learning.METHODS)
+    assert max(len(x) for x in text.splitlines()) <= 114 and "notes" not in text
+    (tmp_path / learning.NOTES).write_text("Seed 0 ran on a Xeon.\n")
+    assert learning.provenance(runs, a).endswith("continues.\n\nSeed 0 ran on a Xeon.")
+    done = [_run(m, s, [0], [1]) for s in range(3) for m in learning.METHODS]
+    assert "Every method of the full comparison has run on every seed." in learning.provenance(done, a)
+    quick = learning.parse(["--quick", "--out", str(tmp_path)])
+    assert "Every method" in learning.provenance([_run("teamtr", 0, [0], [1]), _run("stale", 0, [0], [1])], quick)
