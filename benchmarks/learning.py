@@ -13,12 +13,16 @@ model alone and against teamtr's trained team, training tokens, wall time (per m
 held-out states (the same probe for every method) and the hard check's rolled-back excursions. Writes learning.json,
 learning.md and learning.png (held-out accuracy against tokens and wall time: per method the mean over seeds at each
 evaluation point with a 95% interval) under --out. Results that go either way are published either way.
+
+A run snapshots its registry and state after every stage (OUT/partial/, git-ignored); `--resume` keeps the finished
+runs of OUT/runs.jsonl and continues an interrupted one from its last snapshot exactly as if it had not stopped.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -78,6 +82,8 @@ EVAL_SEED = 1000  # seed s evaluates on the held-out prompts and sampling seeds 
 UNRECORDED = "machine not recorded"
 # OUT/NOTES: the hand-kept history of a results folder (what its run log cannot say), appended to learning.md
 NOTES = "notes.md"
+# OUT/PARTIAL/<method>-seed<seed>/: an unfinished run's working registry and last stage-end snapshot (git-ignored)
+PARTIAL = "partial"
 
 
 def machine() -> str:
@@ -140,43 +146,93 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             untrained: dict[tuple[int, bool], dict[str, Any]]) -> dict[str, Any]:
     """One method x seed from a copy of the fresh team: evaluations along the way and the run's summary.
     `untrained` caches the untrained team's evaluation per (seed, single): every team method starts from the
-    same team and plays the same evaluation set with the same seeds, so it is measured once."""
+    same team and plays the same evaluation set with the same seeds, so it is measured once. After every stage
+    the run's registry and state are snapshotted under OUT/partial/ (`snapshot`); with `--resume`, an
+    interrupted run continues from its last snapshot exactly as if it had not stopped (its wall is the sum of
+    its parts; a run whose parts ran on different machines records them all)."""
     from teamtr_adapters.train.diagnostics import summarise
     from teamtr_adapters.train.stage import run_stages
 
-    with tempfile.TemporaryDirectory(prefix="learning-") as tmp:
-        home = Path(tmp) / "home"
-        shutil.copytree(template_home, home)
-        t0 = time.perf_counter()
-        with trainer(method, seed, a, home, Path(tmp) / "run") as t:
+    ckpt = partial_dir(a, method, seed)
+    saved = load_snapshot(ckpt) if a.resume else None
+    work = ckpt / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(saved["home"] if saved else template_home, work / "home")
+    t0 = time.perf_counter()
+    with trainer(method, seed, a, work / "home", work / "run") as t:
+        if saved:
+            st = saved["state"]
+            t.restore(st["trainer"])
+            first, ev, curve, train_s, stage, point = (st[k] for k in ("first", "ev", "curve", "train_s", "stage",
+                                                                         "point"))
+            machines = st["machines"] + [machine()] * (machine() not in st["machines"])
+            before_s, parts = st["total_s"], st["parts"] + 1
+            print(f"  {method} seed {seed}: resumed after stage {stage - 1} ({curve[-1]})", file=sys.stderr,
+                  flush=True)
+        else:
             eval_seed = EVAL_SEED + seed  # one fixed evaluation set per seed: every method plays the same prompts
             key = (seed, method == "single")
             first = untrained.get(key) or untrained.setdefault(key, t.evaluate(a.eval_n, eval_seed))
             curve = [{"tokens": 0, "wall_s": 0.0, "accuracy": first["accuracy"]}]
-            train_s, stage, ev, point = 0.0, 0, first, 1
-            while sum(r.tokens for r in t.records) < a.budget:
-                s0 = time.perf_counter()
-                run_stages(t, 1, first_stage=stage, token_budget=a.budget)
-                train_s += time.perf_counter() - s0
-                stage += 1
-                tokens = sum(r.tokens for r in t.records)
-                if tokens < a.budget * point / a.eval_points:
-                    continue
+            train_s, stage, ev, point, machines, before_s, parts = 0.0, 0, first, 1, [machine()], 0.0, 1
+        while sum(r.tokens for r in t.records) < a.budget:
+            s0 = time.perf_counter()
+            run_stages(t, 1, first_stage=stage, token_budget=a.budget)
+            train_s += time.perf_counter() - s0
+            stage += 1
+            tokens = sum(r.tokens for r in t.records)
+            if tokens >= a.budget * point / a.eval_points:
                 while point <= a.eval_points and tokens >= a.budget * point / a.eval_points:
                     point += 1
-                ev = t.evaluate(a.eval_n, eval_seed)
-                curve.append({"tokens": tokens, "wall_s": round(train_s, 1),
-                              "accuracy": ev["accuracy"]})
+                ev = t.evaluate(a.eval_n, EVAL_SEED + seed)
+                curve.append({"tokens": tokens, "wall_s": round(train_s, 1), "accuracy": ev["accuracy"]})
                 print(f"  {method} seed {seed}: {curve[-1]}", file=sys.stderr, flush=True)
-            s = summarise(t.records)
-            tis_cap = t.tis_cap
-    return {"method": method, "seed": seed, "setting": setting(a), "before": first["scores"], "after": ev["scores"], "curve": curve,
-            "train_wall_s": round(train_s, 1), "total_wall_s": round(time.perf_counter() - t0, 1),
+            snapshot(ckpt, work / "home", {
+                "setting": setting(a), "trainer": t.state(), "first": first, "ev": ev, "curve": curve,
+                "train_s": train_s, "stage": stage, "point": point, "machines": machines, "parts": parts,
+                "total_s": before_s + time.perf_counter() - t0})
+        s = summarise(t.records)
+        tis_cap = t.tis_cap
+    return {"method": method, "seed": seed, "setting": setting(a), "before": first["scores"], "after": ev["scores"],
+            "curve": curve, "train_wall_s": round(train_s, 1),
+            "total_wall_s": round(before_s + time.perf_counter() - t0, 1),
             "tokens": s.get("tokens", 0), "diag_tokens": s.get("diag_tokens", 0),
             "out_of_region_updates": s.get("out_of_region_updates", 0), "probed_updates": s.get("probed_updates", 0),
             "out_of_region_events": s.get("out_of_region_events", 0), "updates": s.get("updates", 0),
             "accepted": s.get("accepted", 0), "no_signal": s.get("no_signal", 0),
-            "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap, "machine": machine()}
+            "d_tok_heldout_mean": s.get("d_tok_heldout_mean"), "tis_cap": tis_cap, "machine": " + ".join(machines),
+            **({"parts": parts} if parts > 1 else {})}
+
+
+def partial_dir(a: argparse.Namespace, method: str, seed: int) -> Path:
+    """Where an unfinished run of `method` on `seed` keeps its working registry and its snapshots."""
+    return a.out / PARTIAL / f"{method}-seed{seed}"
+
+
+def snapshot(ckpt: Path, home: Path, state: dict[str, Any]) -> None:
+    """Keep a copy of the run's registry and its state at a stage's end under `ckpt`, atomically: a snapshot
+    counts once its state.pkl exists (written last); the previous one is removed only after the new one is
+    complete, so a run killed at any moment leaves one to continue from."""
+    new, last, old = ckpt / "next", ckpt / "last", ckpt / "old"
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(home, new / "home")
+    with open(new / "state.tmp", "wb") as f:
+        pickle.dump(state, f)
+    os.replace(new / "state.tmp", new / "state.pkl")
+    shutil.rmtree(old, ignore_errors=True)
+    if last.exists():
+        os.replace(last, old)
+    os.replace(new, last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_snapshot(ckpt: Path) -> dict[str, Any] | None:
+    """The newest complete snapshot under `ckpt` ({"home": its registry copy, "state": ...}), or None."""
+    for name in ("last", "next", "old"):  # "next" is complete (state.pkl written) only if killed mid-rotation
+        if (ckpt / name / "state.pkl").is_file():
+            with open(ckpt / name / "state.pkl", "rb") as f:
+                return {"home": ckpt / name / "home", "state": pickle.load(f)}
+    return None
 
 
 def setting(a: argparse.Namespace) -> dict[str, Any]:
@@ -194,6 +250,11 @@ def check_resumable(runs: list[dict[str, Any]], a: argparse.Namespace, log: Path
                 f"{k} {have.get(k)!r} here {want[k]!r}" for k in SETTING if have.get(k) != want[k])
             raise SystemExit(f"error: --resume: {log} holds {r['method']} seed {r['seed']} run with another setting "
                              f"({diff}); pass the same options, or another --out")
+    for ckpt in sorted((a.out / PARTIAL).glob("*")) if a.resume else []:
+        saved = load_snapshot(ckpt)
+        if saved and saved["state"]["setting"] != want:
+            raise SystemExit(f"error: --resume: the unfinished run in {ckpt} has another setting; pass the same "
+                             f"options, another --out, or remove {ckpt}")
 
 
 def analyse(runs: list[dict[str, Any]], alone: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -269,11 +330,14 @@ def provenance(runs: list[dict[str, Any]], a: argparse.Namespace) -> str:
         by_seed.setdefault(r["seed"], []).append(r["method"])
     order = "; ".join(f"seed {s}: {', '.join(ms)}" for s, ms in sorted(by_seed.items()))
     missing = [f"{m} seed {s}" for s in range(full.seeds) for m in full.methods if m not in by_seed.get(s, [])]
+    parts = [f"{r['method']} seed {r['seed']} ({r['parts']} parts on {r['machine']})" for r in runs if r.get("parts")]
     text = (f"Runs in runs.jsonl, each appended when it ended, in the order they ran ({order or 'none'}). Method M on "
             f"seed S is reproduced by `python benchmarks/learning.py --resume --methods M --seeds S+1` (`--resume` "
             f"keeps the runs already logged and refuses a log made with another setting). The runtime line at the "
             f"end is the last invocation's (one run, or a re-summary that ran nothing); each run's own time is "
             f"`total_wall_s` in runs.jsonl. " +
+            (f"Continued from a stage-end snapshot after an interruption (wall times are sums over the parts): "
+             f"{', '.join(parts)}. " if parts else "") +
             (f"Not run yet: {', '.join(missing)}; `python benchmarks/learning.py --resume` continues." if missing
              else "Every method of the full comparison has run on every seed."))
     notes = a.out / NOTES
@@ -358,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_resumable(runs, a, log)
     if not a.resume:
         log.write_text("")
+        shutil.rmtree(a.out / PARTIAL, ignore_errors=True)
     done = {(r["method"], r["seed"]) for r in runs}
     untrained = {(r["seed"], r["method"] == "single"): {"accuracy": r["curve"][0]["accuracy"], "scores": r["before"]}
                  for r in runs}
@@ -377,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs.append(run_one(m, seed, a, template, untrained))
                 with open(log, "a") as f:
                     f.write(json.dumps(runs[-1]) + "\n")
+                shutil.rmtree(partial_dir(a, m, seed))
         # the base model alone on each seed's evaluation set: the `single` run's start, else measured once (kept in
         # learning.json, so a re-summary on another machine does not re-sample it)
         known = known_alone(a) if a.resume else {}

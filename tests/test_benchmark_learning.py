@@ -1,4 +1,5 @@
-"""benchmarks/learning.py's bookkeeping (no model): `--resume` only continues runs made with the same setting."""
+"""benchmarks/learning.py's bookkeeping: `--resume` only continues runs made with the same setting, and continues an
+interrupted run exactly (the tiny model; everything else without a model)."""
 from __future__ import annotations
 
 import json
@@ -125,3 +126,95 @@ def test_learning_md_says_where_its_runs_come_from_and_what_has_not_run(tmp_path
     assert "Every method of the full comparison has run on every seed." in learning.provenance(done, a)
     quick = learning.parse(["--quick", "--out", str(tmp_path)])
     assert "Every method" in learning.provenance([_run("teamtr", 0, [0], [1]), _run("stale", 0, [0], [1])], quick)
+
+
+def test_an_interrupted_run_leaves_a_complete_snapshot_at_every_moment_and_resume_checks_its_setting(tmp_path):
+    """A stage-end snapshot counts once its state is written; the previous one goes only after that, so a run
+    killed mid-rotation still leaves the newest complete one. `--resume` refuses a snapshot of another setting
+    before anything runs, and a run without `--resume` starts over (snapshots removed)."""
+    a = learning.parse(["--out", str(tmp_path / "out")])
+    ckpt = learning.partial_dir(a, "stale-is", 1)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "manifest").write_text("stage 0")
+    assert learning.load_snapshot(ckpt) is None
+    learning.snapshot(ckpt, home, {"setting": learning.setting(a), "stage": 1})
+    (home / "manifest").write_text("stage 1")
+    learning.snapshot(ckpt, home, {"setting": learning.setting(a), "stage": 2})
+    saved = learning.load_snapshot(ckpt)
+    assert saved["state"]["stage"] == 2 and (saved["home"] / "manifest").read_text() == "stage 1"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last"]
+    # killed between moving the last snapshot aside and putting the new one in its place
+    (ckpt / "last").rename(ckpt / "old")
+    learning.snapshot(ckpt, home, {"setting": learning.setting(a), "stage": 3})
+    (ckpt / "last").rename(ckpt / "next")
+    assert learning.load_snapshot(ckpt)["state"]["stage"] == 3
+    # killed while writing a new snapshot (no state.pkl yet): the last complete one is kept
+    (ckpt / "next").rename(ckpt / "last")
+    (ckpt / "next" / "home").mkdir(parents=True)
+    assert learning.load_snapshot(ckpt)["state"]["stage"] == 3
+    # another setting: refused before any model loads, and nothing is removed
+    other = learning.parse(["--resume", "--lr", "1e-3", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match=r"^error: --resume: the unfinished run in .*stale-is-seed1 has another"):
+        learning.check_resumable([], other, tmp_path / "out" / "runs.jsonl")
+    assert learning.load_snapshot(ckpt)["state"]["stage"] == 3
+    learning.check_resumable([], learning.parse(["--resume", "--out", str(tmp_path / "out")]), tmp_path / "x")
+
+
+def test_provenance_names_runs_continued_from_a_snapshot(tmp_path):
+    a = learning.parse(["--out", str(tmp_path)])
+    runs = [{**_run("stale-is", 1, [0], [1]), "parts": 2, "machine": "AMD EPYC, 2 cores, no native bf16"}]
+    text = " ".join(learning.provenance(runs, a).split())
+    assert "Continued from a stage-end snapshot after an interruption (wall times are sums over the parts): " \
+           "stale-is seed 1 (2 parts on AMD EPYC, 2 cores, no native bf16)." in text
+
+
+def test_a_run_killed_after_a_stage_and_resumed_records_what_the_uninterrupted_run_records(tiny_team, tmp_path,
+                                                                                            monkeypatch):
+    """run_one on the tiny team (a reward with signal): the same run straight through, and interrupted during
+    its second stage then continued with `--resume` from the first stage's snapshot, record the same accuracies,
+    tokens and updates, and end with the same pinned versions (content hashes); the resumed one says it ran in 2
+    parts."""
+    from test_train_stage import BASE_CFG, even_first_token
+
+    import teamtr_adapters.train.stage as stage
+    from teamtr_adapters.registry import Registry
+    from teamtr_adapters.train.stage import TrainConfig, Trainer
+
+    def tiny_trainer(method, seed, a, home, run_dir):
+        cfg = TrainConfig(**{**BASE_CFG, "method": method, "seed": seed, "steps": a.steps, "prompts": a.prompts,
+                             "group_size": a.group_size, "max_new_tokens": a.max_new_tokens, "order": a.order})
+        return Trainer(Registry(home), "tiny-duo", cfg, device="cpu", dtype="float32", run_dir=run_dir,
+                       reward_fn=even_first_token)
+
+    monkeypatch.setattr(learning, "trainer", tiny_trainer)
+    opts = ["--methods", "stale-is", "--budget", "90", "--eval", "4", "-P", "2", "-G", "4", "--max-new-tokens", "4",
+            "--steps", "1", "--eval-points", "2"]
+    straight = learning.run_one("stale-is", 0, learning.parse(opts + ["--out", str(tmp_path / "a")]), tiny_team.home, {})
+    assert len(straight["curve"]) == 3 and straight["updates"] > 2  # more than one stage, two evaluations
+
+    real, calls = stage.run_stages, []
+
+    def killed_in_second_stage(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "run_stages", killed_in_second_stage)
+    b = learning.parse(opts + ["--out", str(tmp_path / "b")])
+    with pytest.raises(KeyboardInterrupt):
+        learning.run_one("stale-is", 0, b, tiny_team.home, {})
+    assert learning.load_snapshot(learning.partial_dir(b, "stale-is", 0))["state"]["stage"] == 1
+    monkeypatch.setattr(stage, "run_stages", real)
+    b.resume = True
+    resumed = learning.run_one("stale-is", 0, b, tiny_team.home, {})
+    keys = ("before", "after", "tokens", "diag_tokens", "updates", "accepted", "no_signal",
+            "out_of_region_events", "d_tok_heldout_mean")
+    strip = [{**c, "wall_s": None} for c in straight["curve"]]
+    assert {k: resumed[k] for k in keys} == {k: straight[k] for k in keys}
+    assert [{**c, "wall_s": None} for c in resumed["curve"]] == strip
+    assert resumed["parts"] == 2 and "parts" not in straight
+    pins = [Registry(learning.partial_dir(x, "stale-is", 0) / "work" / "home").pins("tiny-duo")
+            for x in (learning.parse(opts + ["--out", str(tmp_path / "a")]), b)]
+    assert pins[0] == pins[1] != tiny_team.pins("tiny-duo")

@@ -19,10 +19,11 @@ def even_first_token(episode) -> float:
     return float(episode.turns[-1].message_ids[0] % 2 == 0)
 
 
+BASE_CFG = dict(steps=2, group_size=4, prompts=2, max_new_tokens=4, micro_batch=8, lr=1e-2, delta=0.05)
+
+
 def _trainer(reg, **cfg) -> Trainer:
-    base = dict(steps=2, group_size=4, prompts=2, max_new_tokens=4, micro_batch=8, lr=1e-2, delta=0.05)
-    base.update(cfg)
-    return Trainer(reg, "tiny-duo", TrainConfig(**base), reward_fn=even_first_token, **TINY)
+    return Trainer(reg, "tiny-duo", TrainConfig(**{**BASE_CFG, **cfg}), reward_fn=even_first_token, **TINY)
 
 
 def _weights(tm, version: str) -> dict[str, torch.Tensor]:
@@ -233,6 +234,42 @@ def test_stale_and_joint_write_the_same_versions(tiny_team, tmp_path, tiny_spec,
     assert [r.version for r in stale.records] == [r.version for r in joint.records]
     assert tiny_team.pins("tiny-duo") == other.pins("tiny-duo") != v1
     assert sum(r.diag_tokens for r in stale.records) > sum(r.diag_tokens for r in joint.records)
+
+
+@pytest.mark.parametrize("method,dtype", [("teamtr", "float32"), ("stale-is", "bfloat16")])
+def test_a_run_continued_from_its_state_on_a_registry_copy_is_the_uninterrupted_run(tiny_team, tmp_path, method,
+                                                                                    dtype):
+    """benchmarks/learning.py continues an interrupted run from a stage-end snapshot: a copy of the registry and
+    `Trainer.state()`. One Trainer running two stages, and one stage then a new Trainer on a copy of the registry
+    restored from the state running the second, write the same versions bitwise (ids are content hashes) with
+    the same KL coefficients; stale-is with bf16 rollouts is the benchmark's separate-engine path."""
+    import shutil
+
+    from teamtr_adapters.registry import Registry
+
+    shutil.copytree(tiny_team.home, tmp_path / "fresh")
+    cfg = dict(method=method, steps=1)
+
+    def trainer(reg):
+        return Trainer(reg, "tiny-duo", TrainConfig(**{**BASE_CFG, **cfg}), reward_fn=even_first_token,
+                       device="cpu", dtype=dtype)
+
+    with trainer(tiny_team) as one:
+        for stage in (0, 1):
+            run_stages(one, 1, first_stage=stage)
+    with trainer(Registry(tmp_path / "fresh")) as first:
+        run_stages(first, 1, first_stage=0)
+        state = first.state()
+    shutil.copytree(tmp_path / "fresh", tmp_path / "copy")
+    with trainer(Registry(tmp_path / "copy")) as second:
+        second.restore(state)
+        run_stages(second, 1, first_stage=1)
+    versions = [r.version for r in one.records]
+    assert [r.version for r in second.records] == versions
+    assert any(r.version for r in one.records if r.stage == 1)  # the second stage trained something
+    assert {r: b.beta for r, b in second.betas.items()} == {r: b.beta for r, b in one.betas.items()}
+    assert [r.d_tok_mean for r in second.records] == [r.d_tok_mean for r in one.records]
+    assert Registry(tmp_path / "copy").pins("tiny-duo") == tiny_team.pins("tiny-duo")
 
 
 @pytest.mark.parametrize("order,turns", [(None, [3, 1, 2]), ("speaking", [3, 3, 2])])

@@ -540,6 +540,23 @@ class Trainer:
                 if self.on_record is not None:
                     self.on_record(rec)
 
+    def state(self) -> dict[str, Any]:
+        """What a run carries from one stage to the next besides its registry (whose pins are the team): the
+        finished update records, the KL coefficients and the update counters (update seeds and probe prompts
+        derive from them). Taken between `run_stages` calls, it lets a new Trainer on a copy of the registry
+        continue the run exactly (`restore`): benchmarks/learning.py resumes an interrupted run this way."""
+        if self.pending or self._scored_on:
+            raise RuntimeError("Trainer.state() between stages only (updates are waiting for their reward_after)")
+        return {"records": list(self.records), "betas": {r: b.beta for r, b in self.betas.items()},
+                "n_updates": self.n_updates, "work": self._work}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `state()` of a Trainer whose registry this one's is a copy of."""
+        self.records = list(state["records"])
+        for role, beta in state["betas"].items():
+            self.betas[role].beta = beta
+        self.n_updates, self._work = state["n_updates"], state["work"]
+
     def write_config(self, extra: dict[str, Any]) -> None:
         if not self.dp.is_main:
             return
