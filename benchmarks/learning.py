@@ -165,6 +165,7 @@ def run_one(method: str, seed: int, a: argparse.Namespace, template_home: Path,
             t.restore(st["trainer"])
             first, ev, curve, train_s, stage, point = (st[k] for k in ("first", "ev", "curve", "train_s", "stage",
                                                                          "point"))
+            untrained.setdefault((seed, method == "single"), first)
             machines = st["machines"] + [machine()] * (machine() not in st["machines"])
             before_s, parts = st["total_s"], st["parts"] + 1
             print(f"  {method} seed {seed}: resumed after stage {stage - 1} ({curve[-1]})", file=sys.stderr,
