@@ -17,6 +17,19 @@ os.environ.setdefault("TEAMTR_CACHE", str(REPO / ".cache" / "teamtr"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The logs of the local vLLM servers tests are running now: a failing test's report ends with their tails,
+# since a server's own traceback (why its engine died) is only there. Tests add and discard their logs.
+LIVE_SERVER_LOGS: set[Path] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        for log in sorted(LIVE_SERVER_LOGS):
+            tail = log.read_text(errors="replace")[-6000:] if log.is_file() else "(no log file)"
+            report.sections.append((f"vLLM server log {log} (its end)", tail))
+
 
 @pytest.fixture(scope="session")
 def embedded_base():

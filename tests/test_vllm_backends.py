@@ -230,9 +230,13 @@ def server(embedded_base, tmp_path_factory):
     """A vLLM server (`runtime.vllm_server.local_server`, float32) on a free loopback port."""
     from teamtr_adapters.runtime.vllm_server import local_server
 
+    from conftest import LIVE_SERVER_LOGS
+
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     with local_server(embedded_base.path, log=log, dtype=DTYPE, max_loras=4) as url:
+        LIVE_SERVER_LOGS.add(log)
         yield url
+        LIVE_SERVER_LOGS.discard(log)
 
 
 @pytest.fixture(scope="class")

@@ -14,7 +14,7 @@ from teamtr_adapters.runtime.backend import create_backend, parse_backend
 from teamtr_adapters.runtime.logprob_gap import logprob_gap, tis_weights
 from teamtr_adapters.runtime.vllm_backend import DEFAULTS, parse_options, request_seed, stop_ids
 from teamtr_adapters.runtime.vllm_server import main as server_main
-from teamtr_adapters.runtime.vllm_server import server_command
+from teamtr_adapters.runtime.vllm_server import server_command, server_env
 
 
 def test_backend_specs_parse():
@@ -50,6 +50,16 @@ def test_server_command_sets_what_the_backend_relies_on(tmp_path):
     assert "--generation-config vllm" in joined and "--port 8123" in joined and "--max-loras 4" in joined
     assert f"--kv-cache-memory-bytes {1 << 30}" in joined
     assert "--no-enable-chunked-prefill --max-num-batched-tokens 8192" in joined  # no config.json here: 8192
+
+
+def test_server_environment_lets_an_unchunked_step_run_for_minutes():
+    """vLLM kills its engine after 300 s of one step by default; an 8k-token unchunked prefill on a 2-core
+    CPU took about 3.5 minutes, and a slower CI machine lost its server mid-test ("EngineCore encountered
+    an issue"). A limit the user set is kept."""
+    env = server_env({"PATH": "/bin"})
+    assert env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] == "3600" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_LOGGING_LEVEL"] == "WARNING" and env["PATH"] == "/bin"
+    assert server_env({"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "60"})["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] == "60"
 
 
 def test_server_starter_prints_the_command_for_the_resolved_base(embedded_base, capsys):

@@ -16,6 +16,11 @@ and one `LoRARequest` per immutable registry version.
   `if __name__ == "__main__":` guard. Chunked prefill is off there (`unchunked_prefill`): vLLM 0.32 rewinds
   the seeded generator of a partly prefilled request, which a CPU generator cannot do ("CPU Generator
   does not use offset"), so a batch of prompts longer than one engine step would crash.
+- A step may then hold up to a context window of prompt tokens, which on a small CPU takes minutes (8k
+  tokens of SmolLM2 in float32 with LoRA: about 3.5 minutes on one worker thread of a 2-core AVX2 machine),
+  while vLLM kills the engine after `VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS` (300 s by default) of one step,
+  with only "EngineCore encountered an issue" for the client. `vllm_env` sets that limit to
+  `STEP_TIMEOUT_S` unless it is set already, for the engine and for `vllm-server`'s servers.
 
 vLLM is imported only when a backend is created; it lives in its own environment (docs/vllm.md).
 """
@@ -33,6 +38,17 @@ from .base import BaseRef
 
 DEFAULTS: dict[str, int | float] = {"max_loras": 8, "max_lora_rank": 16, "max_model_len": 0, "kv_cache_gib": 1.0}
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+STEP_TIMEOUT_S = 3600  # vLLM's limit on one engine step (VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS) unless set
+
+
+def vllm_env(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with this project's vLLM defaults where unset: logging at WARNING on stderr (stdout
+    carries the commands' --json) and a one-hour limit on one engine step (see the module docstring)."""
+    env = dict(environ)
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(STEP_TIMEOUT_S))
+    return env
 
 
 def parse_options(arg: str | None, defaults: dict[str, int | float]) -> dict[str, int | float]:
@@ -59,10 +75,9 @@ def unchunked_prefill(model: Path | str, max_model_len: int = 0) -> dict[str, An
 
 
 def import_vllm() -> Any:
-    """The `vllm` module (its logging at WARNING on stderr unless `VLLM_LOGGING_LEVEL` /
-    `VLLM_LOGGING_STREAM` say otherwise), or a clear error saying how to get the vLLM environment."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the commands' --json
+    """The `vllm` module, with `vllm_env`'s defaults in this process's environment, or a clear error
+    saying how to get the vLLM environment."""
+    os.environ.update(vllm_env(dict(os.environ)))
     try:
         import vllm
     except ImportError:

@@ -38,7 +38,7 @@ from ..errors import InputError, NotFoundError, TaskError, TeamTRError
 from .backend import GenRequest, GenResult
 from .base import BaseRef
 from .replicas import RUNTIME_LORA_ENV, ReplicaSet, ReplicaUnreachable, ServerError, error_message
-from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids, unchunked_prefill
+from .vllm_backend import VLLM_RANKS, load_tokenizer, request_seed, stop_ids, unchunked_prefill, vllm_env
 
 
 class VLLMServerBackend:
@@ -187,10 +187,10 @@ def server_command(model: Path | str, *, host: str = "127.0.0.1", port: int = 80
 
 
 def server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a server: runtime LoRA loading on, vLLM logging at WARNING unless set."""
-    env = dict(os.environ if environ is None else environ)
+    """The environment for a server: runtime LoRA loading on, and `vllm_env`'s defaults where unset
+    (logging at WARNING, a one-hour limit on one engine step)."""
+    env = vllm_env(dict(os.environ if environ is None else environ))
     env[RUNTIME_LORA_ENV] = "True"
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     return env
 
 
