@@ -53,9 +53,9 @@ def test_server_command_sets_what_the_backend_relies_on(tmp_path):
 
 
 def test_server_environment_lets_an_unchunked_step_run_for_minutes():
-    """vLLM kills its engine after 300 s of one step by default; an 8k-token unchunked prefill on a 2-core
-    CPU took about 3.5 minutes, and a slower CI machine lost its server mid-test ("EngineCore encountered
-    an issue"). A limit the user set is kept."""
+    """vLLM kills its engine after 300 s of one step by default; steps of up to 8k unchunked prompt tokens
+    on a 2-core CPU take minutes (test_batch_longer_than_an_engine_step's batch: 447 s, two such steps), and
+    a CI machine lost its server mid-test ("EngineCore encountered an issue"). A limit the user set is kept."""
     env = server_env({"PATH": "/bin"})
     assert env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] == "3600" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["VLLM_LOGGING_LEVEL"] == "WARNING" and env["PATH"] == "/bin"

@@ -16,11 +16,11 @@ and one `LoRARequest` per immutable registry version.
   `if __name__ == "__main__":` guard. Chunked prefill is off there (`unchunked_prefill`): vLLM 0.32 rewinds
   the seeded generator of a partly prefilled request, which a CPU generator cannot do ("CPU Generator
   does not use offset"), so a batch of prompts longer than one engine step would crash.
-- A step may then hold up to a context window of prompt tokens, which on a small CPU takes minutes (8k
-  tokens of SmolLM2 in float32 with LoRA: about 3.5 minutes on one worker thread of a 2-core AVX2 machine),
-  while vLLM kills the engine after `VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS` (300 s by default) of one step,
-  with only "EngineCore encountered an issue" for the client. `vllm_env` sets that limit to
-  `STEP_TIMEOUT_S` unless it is set already, for the engine and for `vllm-server`'s servers.
+- A step may then hold up to a context window of prompt tokens, which on a small CPU takes minutes (33
+  prompts of 400 tokens, two such steps then decoding, in float32 with LoRA: 447 s on one worker thread of a
+  2-core AVX2 machine), while vLLM kills the engine after `VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS` (300 s by
+  default) of one step, with only "EngineCore encountered an issue" for the client. `vllm_env` sets that
+  limit to `STEP_TIMEOUT_S` unless it is set already, for the engine and for `vllm-server`'s servers.
 
 vLLM is imported only when a backend is created; it lives in its own environment (docs/vllm.md).
 """
