@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test typecheck clean vllm-env test-vllm
+.PHONY: setup demo demo-swap test typecheck clean vllm-env test-vllm
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ setup: $(STAMP)
 
 demo: setup
 	TEAMTR=$(VENV)/bin/teamtr-adapters TEAMTR_HOME=$(CURDIR)/.demo-home bash scripts/demo.sh
+
+# The gate's longer demo (an equally good and a worse candidate solver) on a fresh team of its own.
+demo-swap: setup
+	rm -rf .demo-swap-home
+	TEAMTR_HOME=$(CURDIR)/.demo-swap-home $(VENV)/bin/teamtr-adapters team init math-trio
+	TEAMTR=$(VENV)/bin/teamtr-adapters TEAMTR_HOME=$(CURDIR)/.demo-swap-home bash scripts/demo_swap.sh
 
 # mypy over the package ([tool.mypy] in pyproject.toml); `test` runs it before pytest.
 typecheck: setup
@@ -33,4 +39,4 @@ test-vllm: vllm-env
 	$${VLLM_ENV:-.venv-vllm}/bin/python -m pytest -q -rs tests/test_vllm_*.py
 
 clean:
-	rm -rf $(VENV) .demo-home
+	rm -rf $(VENV) .demo-home .demo-swap-home

@@ -1,11 +1,14 @@
 """Candidate solvers for the swap gate on the embedded model (used by `benchmarks/gate_calibration.py
---embedded` and `scripts/demo_swap.sh`). Run as a script: `python -m benchmarks.gate_candidates OUT_DIR [STEPS]`
-writes OUT_DIR/{equal,worse} for the `math-trio` team of $TEAMTR_HOME.
+--embedded`, `scripts/demo.sh` and `scripts/demo_swap.sh`). Run as a script:
+`python -m benchmarks.gate_candidates OUT_DIR [KIND ...] [--steps N] [--prompts N]` writes OUT_DIR/KIND for the
+`math-trio` team of $TEAMTR_HOME (KIND: equal, worse, scrambled; default: equal and worse).
 
 - `equal`: a fresh LoRA init with another seed (A random, B = 0): it computes exactly what the base
   computes, like the incumbent v1 of a fresh team, but its bytes (and id) differ: an equally good candidate.
 - `worse`: the incumbent's solver fine-tuned (a few Adam steps on its own contexts) to end every message with
   a wrong answer (`Answer: <right + 1>`) and nothing else: the critic and refiner read a wrong draft.
+- `scrambled`: the incumbent's solver plus N(0, sigma^2) noise on every LoRA matrix (no model load, a second):
+  it writes garbage, far outside one trust-region update, so the gate's D_tok check refuses it.
 """
 from __future__ import annotations
 
@@ -19,6 +22,22 @@ def make_equal(reg, team: str, out: Path, seed: int = 1234) -> Path:
     from teamtr_adapters.runtime.open import team_base
 
     return init_adapters(team_base(reg, team), reg.team_spec(team).lora, {"equal": seed}, out)["equal"]
+
+
+def make_scrambled(reg, team: str, role: str, out: Path, *, sigma: float = 0.5, seed: int = 0) -> Path:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = reg.version_path(reg.pins(team)[role])
+    target = out / "scrambled"
+    shutil.copytree(src, target)
+    weights = target / "adapter_model.safetensors"
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {k: v + sigma * torch.randn(v.shape, generator=gen).to(v.dtype) for k, v in load_file(weights).items()}
+    save_file(tensors, weights)
+    return target
 
 
 def make_worse(reg, team: str, role: str, out: Path, *, prompts: int = 16, steps: int = 30, lr: float = 3e-3,
@@ -76,11 +95,26 @@ def make_worse(reg, team: str, role: str, out: Path, *, prompts: int = 16, steps
 
 
 if __name__ == "__main__":
+    import argparse
+
     from teamtr_adapters import Registry
 
-    out = Path(sys.argv[1])
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 30  # the wrong-answer loss is ~0.004 after 10 steps
-    out.mkdir(parents=True, exist_ok=True)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gate_candidates", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("kinds", nargs="*", metavar="KIND", help="equal, worse, scrambled (default: equal worse)")
+    ap.add_argument("--steps", type=int, default=30, help="worse: Adam steps (the wrong-answer loss is ~0.004 "
+                    "after 10 steps at 16 prompts)")
+    ap.add_argument("--prompts", type=int, default=16, help="worse: training prompts")
+    args = ap.parse_args()
+    kinds = dict.fromkeys(args.kinds or ["equal", "worse"])
+    if set(kinds) - {"equal", "worse", "scrambled"}:
+        ap.error(f"unknown candidate kind(s) {sorted(set(kinds) - {'equal', 'worse', 'scrambled'})}")
+    args.out.mkdir(parents=True, exist_ok=True)
     reg = Registry()
-    print(make_equal(reg, "math-trio", out))
-    print(make_worse(reg, "math-trio", "solver", out, steps=steps))
+    for kind in kinds:
+        if kind == "equal":
+            print(make_equal(reg, "math-trio", args.out))
+        elif kind == "worse":
+            print(make_worse(reg, "math-trio", "solver", args.out, prompts=args.prompts, steps=args.steps))
+        else:
+            print(make_scrambled(reg, "math-trio", "solver", args.out))
