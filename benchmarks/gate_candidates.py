@@ -16,6 +16,8 @@ import sys
 import warnings
 from pathlib import Path
 
+KINDS = ("equal", "worse", "scrambled")
+
 
 def make_equal(reg, team: str, out: Path, seed: int = 1234) -> Path:
     from teamtr_adapters.runtime.lora import init_adapters
@@ -101,14 +103,14 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gate_candidates", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("kinds", nargs="*", metavar="KIND", help="equal, worse, scrambled (default: equal worse)")
+    ap.add_argument("kinds", nargs="*", metavar="KIND", help=f"{', '.join(KINDS)} (default: equal worse)")
     ap.add_argument("--steps", type=int, default=30, help="worse: Adam steps (the wrong-answer loss is ~0.004 "
                     "after 10 steps at 16 prompts)")
     ap.add_argument("--prompts", type=int, default=16, help="worse: training prompts")
     args = ap.parse_args()
     kinds = dict.fromkeys(args.kinds or ["equal", "worse"])
-    if set(kinds) - {"equal", "worse", "scrambled"}:
-        ap.error(f"unknown candidate kind(s) {sorted(set(kinds) - {'equal', 'worse', 'scrambled'})}")
+    if unknown := sorted(set(kinds) - set(KINDS)):
+        ap.error(f"unknown candidate kind(s) {unknown}; choose from {', '.join(KINDS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     reg = Registry()
     for kind in kinds:

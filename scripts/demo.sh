@@ -18,7 +18,8 @@ step "create the math-trio team on the embedded SmolLM2-135M-Instruct (fresh LoR
 # The template with the learning benchmark's sampling: temperature 0.3 and <= 24 tokens per message. At the
 # template's 0.8 the untrained team rarely answers and most groups of 4 samples hold no correct one, so there is
 # little to learn from (docs/training.md, "Does training make the team better?"). The stage below also takes the
-# benchmark's lr 2e-3 and delta 0.05, at a demo's token budget (under a tenth of the benchmark's).
+# benchmark's lr 2e-3 and delta 0.05, at a demo's budget: 1 optimiser step per update (the benchmark: 4) and
+# about 1000 training tokens (the benchmark: 18000).
 sed -e 's/^temperature = .*/temperature = 0.3/' -e 's/^max_new_tokens = .*/max_new_tokens = 24/' \
   "$(dirname "$0")/../teamtr_adapters/teams/math-trio.toml" > "$work/math-trio.toml"
 $T team init "$work/math-trio.toml"
@@ -30,7 +31,8 @@ $T run --team math-trio "What is 7 + 5?" --answer 12
 step "one TeamTR stage (each agent updated once, the team resampled after every update; trust region in float32)"
 # --eval: the same 24 held-out prompts, same sampling seeds, before and after: a paired change with its 95% interval
 # (at a demo's budget the interval is wide; benchmarks/learning.py measures learning on 128 prompts).
-# `teamtr-adapters eval --team math-trio --n 24` also scores the base model answering alone on the same prompts.
+# `teamtr-adapters eval --team math-trio --n 24` scores the team and the base model answering alone on the same
+# held-out prompts.
 $T train --team math-trio --stages 1 -P 3 -G 4 --steps 1 --lr 2e-3 --delta 0.05 --probe-prompts 2 --eval 24
 run=$(ls -t "$TEAMTR_HOME/runs" | head -n 1)
 $T report "$run"
